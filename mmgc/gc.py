@@ -1,0 +1,136 @@
+"""The Gradient Centralization operator (Yong et al., ECCV 2020, Eq. 1).
+
+For a weight whose dim 0 indexes output channels, every slice ``g[i]`` loses its mean::
+
+    Phi(g)[i] = g[i] - mean(g[i])
+
+This module is the only place in mmgc that takes a slice mean. Everything else (the GC
+optimizers, the GC optim wrappers) calls :func:`centralize_` or :func:`centralized_update`.
+
+Which tensors are centralized (see :func:`gc_applies`): ``ndim > 1`` (conv and fc weights), or
+``ndim > 3`` with ``conv_only=True``; never 1-D tensors, and never slices of a single element
+(``M == 1``), where ``Phi`` would be the zero map and freeze the weight. ConvTranspose weights are
+``(C_in, C_out / groups, k...)``: like the authors' code, mmgc centralizes their dim-0 slices.
+Any memory layout works (channels_last included); means of fp16 / bf16 tensors are accumulated
+in float32.
+
+Example::
+
+    >>> from mmgc.gc import centralize_
+    >>> grads = [p.grad for p in model.parameters() if p.grad is not None]
+    >>> centralize_(grads)                       # every conv / fc slice now sums to zero
+"""
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ['gc_applies', 'centralize_', 'centralized_update']
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def gc_applies(tensor: Tensor, conv_only: bool = False) -> bool:
+    """Whether GC centralizes ``tensor``: conv / fc weights with more than one value per slice."""
+    min_ndim = 4 if conv_only else 2
+    return (tensor.dim() >= min_ndim and tensor.numel() > 0
+            and tensor.numel() > tensor.shape[0])
+
+
+def _mean_dims(tensor: Tensor) -> tuple:
+    return tuple(range(1, tensor.dim()))
+
+
+def _slice_means(tensors: Sequence[Tensor], fast: bool) -> List[Tensor]:
+    """Mean of every dim-0 slice, shaped ``(C, 1, ..., 1)``; float32 for low-precision input."""
+    if not fast:
+        return [t.double().mean(dim=_mean_dims(t), keepdim=True).to(
+            torch.float32 if t.dtype in _LOW_PRECISION else t.dtype) for t in tensors]
+    return [
+        t.mean(dim=_mean_dims(t), keepdim=True,
+               dtype=torch.float32 if t.dtype in _LOW_PRECISION else None) for t in tensors
+    ]
+
+
+def _subtract_(tensors: Sequence[Tensor], means: Sequence[Tensor], fast: bool) -> None:
+    if not fast:
+        for t, m in zip(tensors, means):
+            t.sub_(m)
+        return
+    torch._foreach_sub_(list(tensors), list(means))
+
+
+def _select(tensors: Sequence[Tensor], conv_only: bool) -> List[int]:
+    return [i for i, t in enumerate(tensors) if gc_applies(t, conv_only)]
+
+
+@torch.no_grad()
+def centralize_(tensors: Sequence[Tensor],
+                conv_only: bool = False,
+                *,
+                params: Optional[Sequence[Tensor]] = None,
+                decay: float = 0.0,
+                fast: bool = True) -> None:
+    """Centralize ``tensors`` in place: ``t[i] -= mean(t[i] + decay * p[i])`` per slice ``i``.
+
+    With ``decay == 0`` (the default) this is ``Phi``. With ``params`` and ``decay`` given it
+    shifts each tensor so that ``t + decay * p`` is centralized: a GC optimizer whose torch step
+    adds L2 decay ``wd * w`` to the gradient passes ``decay=wd`` and so gets ``Phi(g + wd * w)``
+    (GC after L2 decay, as the paper's Sec. 3.4) without a temporary ``g + wd * w``.
+
+    Args:
+        tensors: gradients (or any tensors); ineligible ones (see :func:`gc_applies`) are skipped.
+        conv_only: centralize only tensors with ``ndim > 3`` (the authors' ``*_GCC``).
+        params: tensors paired with ``tensors``; needed when ``decay != 0``.
+        decay: coefficient of ``params`` inside the mean.
+        fast: the grouped implementation; ``False`` runs the plain per-tensor reference path
+            (float64 accumulation), kept for checking the fast one.
+    """
+    index = _select(tensors, conv_only)
+    if not index:
+        return
+    selected = [tensors[i] for i in index]
+    for t in selected:
+        if t.is_sparse:
+            raise ValueError('Gradient Centralization does not support sparse tensors '
+                             f'(got one of shape {tuple(t.shape)})')
+    means = _slice_means(selected, fast)
+    if decay != 0:
+        if params is None:
+            raise ValueError('centralize_: decay != 0 needs the params paired with tensors')
+        param_means = _slice_means([params[i] for i in index], fast)
+        if fast:
+            torch._foreach_add_(means, param_means, alpha=decay)
+        else:
+            means = [m + decay * pm for m, pm in zip(means, param_means)]
+    _subtract_(selected, means, fast)
+
+
+@contextmanager
+def centralized_update(params: Sequence[Tensor],
+                       conv_only: bool = False,
+                       *,
+                       fast: bool = True) -> Iterator[None]:
+    """Centralize whatever step the ``with`` body applies to ``params``.
+
+    On exit every eligible parameter becomes ``w_old + Phi(w_new - w_old)``: its slice means are
+    those it had on entry. Only the slice means of ``w_old`` are kept, and only while the body
+    runs. This is GC on the update (``gc_loc='update'``) of any optimizer::
+
+        with centralized_update(params):
+            optimizer.step()
+    """
+    selected = [params[i] for i in _select(params, conv_only)]
+    with torch.no_grad():
+        before = _slice_means(selected, fast) if selected else []
+    yield
+    if not selected:
+        return
+    with torch.no_grad():
+        shift = _slice_means(selected, fast)
+        if fast:
+            torch._foreach_sub_(shift, before)
+        else:
+            shift = [after - b for after, b in zip(shift, before)]
+        _subtract_(selected, shift, fast)
