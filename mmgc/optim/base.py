@@ -1,9 +1,10 @@
 """What every GC optimizer and GC optim wrapper shares: the GC options and the GC step."""
 import inspect
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
 from mmgc.gc import centralize_, centralized_update
@@ -145,6 +146,13 @@ class GCOptimizer:
             step = step.__wrapped__
         step(self)
 
+    def _fused_step(self) -> List[Tensor]:
+        """Takes the whole GC step of the parameters a fused kernel supports and returns them.
+
+        The plain path (GC, then the torch step) handles every other parameter. None by default.
+        """
+        return []
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Centralizes the gradients (or the update), then takes the torch step."""
@@ -152,8 +160,17 @@ class GCOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        with gc_step(self.param_groups, self.defaults, self._gc_decay):  # type: ignore
-            self._torch_step()
+        # Parameters without a gradient are skipped by GC and by every torch step: hiding the
+        # gradients of those the fused kernel stepped leaves the rest to the plain path.
+        hidden = [(p, p.grad) for p in self._fused_step()]
+        for p, _ in hidden:
+            p.grad = None
+        try:
+            with gc_step(self.param_groups, self.defaults, self._gc_decay):  # type: ignore
+                self._torch_step()
+        finally:
+            for p, grad in hidden:
+                p.grad = grad
         return loss
 
 

@@ -4,9 +4,64 @@ from typing import Iterator, List
 
 import torch
 from mmengine.registry import OPTIMIZERS
+from torch import Tensor
 from torch.optim import SGD
 
+from mmgc.gc import gc_applies
+from mmgc.ops import cpu_kernels
+
 from .base import GCOptimizer
+
+
+def _dense_rows(t: Tensor) -> bool:
+    """Every dim-0 slice is one dense block of memory (contiguous or channels_last)."""
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(
+        memory_format=torch.channels_last)) or (t.dim() == 5 and t.is_contiguous(
+            memory_format=torch.channels_last_3d))
+
+
+def _fused_supported(p: Tensor, conv_only: bool) -> bool:
+    grad = p.grad
+    return (p.device.type == 'cpu' and p.dtype in (torch.float32, torch.float64)
+            and gc_applies(p, conv_only) and not grad.is_sparse and grad.dtype == p.dtype
+            and grad.stride() == p.stride() and _dense_rows(p))
+
+
+def _fused_sgd_step(optimizer: SGD, decoupled: bool) -> List[Tensor]:
+    """GC + SGD(W) in one pass per weight (mmgc/ops/csrc/gc_sgd_cpu.cpp), where supported."""
+    kernels = cpu_kernels()
+    if kernels is None:
+        return []
+    handled: List[Tensor] = []
+    for group in optimizer.param_groups:
+        lr = group['lr']
+        if not group['use_gc'] or group['differentiable'] or (isinstance(lr, Tensor)
+                                                               and lr.requires_grad):
+            continue
+        momentum = group['momentum']
+        first, later = [], []
+        for p in group['params']:
+            if p.grad is None or not _fused_supported(p, group['gc_conv_only']):
+                continue
+            state = optimizer.state[p]
+            if momentum == 0:
+                later.append(p)
+            elif 'momentum_buffer' not in state or state['momentum_buffer'] is None:
+                state['momentum_buffer'] = torch.empty_like(p)  # written by the kernel
+                first.append(p)
+            elif state['momentum_buffer'].stride() == p.stride():
+                later.append(p)
+        weight_decay = float(group['weight_decay'])
+        for batch, first_step in ((first, True), (later, False)):
+            if batch:
+                kernels.gc_sgd_(
+                    batch, [p.grad for p in batch],
+                    [optimizer.state[p]['momentum_buffer'] for p in batch] if momentum else [],
+                    0.0 if decoupled else weight_decay, weight_decay if decoupled else 0.0,
+                    float(momentum), float(group['dampening']), float(lr), group['nesterov'],
+                    group['maximize'], first_step)
+        handled += first + later
+    return handled
 
 
 @OPTIMIZERS.register_module()
@@ -29,7 +84,13 @@ class SGDGC(GCOptimizer, SGD):
     ``use_gc`` and ``gc_conv_only`` can be set per param group, e.g. with
     ``GCOptimWrapperConstructor``'s ``paramwise_cfg``. The state dict is ``SGD``'s: an SGD
     checkpoint resumes into ``SGDGC`` and back.
+
+    On CPU, float32 / float64 weights take a fused kernel (GC and the whole SGD step in one
+    pass over each weight; see ``mmgc.ops``); everything else takes the plain path.
     """
+
+    def _fused_step(self) -> List[Tensor]:
+        return _fused_sgd_step(self, decoupled=False)
 
 
 @contextmanager
@@ -59,6 +120,9 @@ class SGDWGC(GCOptimizer, SGD):
     with ``weight_decay=0`` it equals ``SGDGC``. Its state dict is ``SGD``'s.
     """
     decay_in_grad = False
+
+    def _fused_step(self) -> List[Tensor]:
+        return _fused_sgd_step(self, decoupled=True)
 
     def _torch_step(self) -> None:
         for group in self.param_groups:

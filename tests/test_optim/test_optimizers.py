@@ -6,6 +6,7 @@ import torch
 
 from mmgc import SGDGC, SGDWGC, AdagradGC, AdamGC, AdamWGC
 from mmgc.gc import gc_applies
+from mmgc.ops import fused_kernels
 
 from ..test_gc import SHAPES, slice_means
 from .reference import ReferenceOptimizer
@@ -80,9 +81,10 @@ def normalized_loc(gc):
     return {True: 'grad', False: 'update'}.get(loc, loc)
 
 
+@pytest.mark.parametrize('kernels', [True, False], ids=['fused-kernels', 'plain-path'])
 @pytest.mark.parametrize('impl', IMPLEMENTATIONS, ids=lambda d: next(iter(d)))
 @pytest.mark.parametrize('case', CASES, ids=case_id)
-def test_matches_gc_spec(case, impl):
+def test_matches_gc_spec(case, impl, kernels):
     name, hyper, gc = case
     params = make_params()
     ref_params = [p.detach().clone() for p in params]
@@ -91,7 +93,8 @@ def test_matches_gc_spec(case, impl):
         'gc_conv_only', False), gc_loc=normalized_loc(gc))
     for step in range(25):
         set_grads(params, step)
-        optimizer.step()
+        with fused_kernels(kernels):
+            optimizer.step()
         reference.step(gradients(step))
     for p, r in zip(params, ref_params):
         assert relative_error(p.detach(), r) <= 1e-10

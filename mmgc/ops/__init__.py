@@ -1,0 +1,49 @@
+"""Compiled fast paths: fused GC + optimizer-step kernels for CPU tensors.
+
+Built on first use with torch's C++ extension loader (a C++20 compiler is needed; about a
+minute, once per torch version: the build is cached in ``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``). Where it cannot be built, mmgc warns once and takes the plain
+path (:func:`mmgc.gc.centralize_` followed by torch's own step), which computes the same thing.
+
+``MMGC_FUSED_KERNELS=0`` switches the kernels off; :func:`fused_kernels` does so for a block.
+"""
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+__all__ = ['cpu_kernels', 'fused_kernels']
+
+_SOURCES = [Path(__file__).parent / 'csrc' / 'gc_sgd_cpu.cpp']
+_state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', module=None,
+                    failed=False)
+
+
+def cpu_kernels() -> Optional[Any]:
+    """The compiled CPU kernels, or ``None`` when they are off or cannot be built."""
+    if not _state['enabled'] or _state['failed']:
+        return None
+    if _state['module'] is None:
+        try:
+            from torch.utils.cpp_extension import load
+            _state['module'] = load(
+                name='mmgc_gc_cpu', sources=[str(s) for s in _SOURCES],
+                extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'], verbose=False)
+        except Exception as error:  # no compiler, no headers: the plain path still works
+            _state['failed'] = True
+            warnings.warn(f'mmgc: the fused CPU GC kernels could not be built ({error}); '
+                          'using the plain path (same results, slower)')
+            return None
+    return _state['module']
+
+
+@contextmanager
+def fused_kernels(enabled: bool) -> Iterator[None]:
+    """Switches the fused kernels on or off inside the ``with`` block (for checking)."""
+    saved = _state['enabled']
+    _state['enabled'] = enabled
+    try:
+        yield
+    finally:
+        _state['enabled'] = saved

@@ -1,0 +1,97 @@
+"""The fused CPU kernel (mmgc/ops) against the plain path: GC with mmgc.gc, then torch's step."""
+import itertools
+
+import pytest
+import torch
+
+from mmgc import SGDGC, SGDWGC
+from mmgc.ops import cpu_kernels, fused_kernels
+
+OPTIONS = [
+    dict(lr=0.05),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True),
+    dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-2, maximize=True),
+]
+
+
+def test_the_kernels_build_here():
+    """CI's machine has a compiler: the fast path must be what the other tests exercise."""
+    assert cpu_kernels() is not None
+
+
+def random_params(seed, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for _ in range(10):
+        ndim = int(torch.randint(1, 5, (1, ), generator=gen))
+        shape = [int(s) for s in torch.randint(1, 7, (ndim, ), generator=gen)]
+        t = torch.randn(shape, generator=gen, dtype=dtype) * 2 + 1
+        if ndim == 4 and seed % 2:
+            t = t.to(memory_format=torch.channels_last)
+        params.append(torch.nn.Parameter(t))
+    params.append(torch.nn.Parameter(torch.randn(64, 3, 7, 7, dtype=dtype, generator=gen)))
+    params.append(torch.nn.Parameter(torch.randn(300, 1000, dtype=dtype, generator=gen)))
+    return params
+
+
+def run(cls, options, params, fast, steps=6, seed=0):
+    gen = torch.Generator().manual_seed(seed + 1000)
+    optimizer = cls(params, **options)
+    with fused_kernels(fast):
+        for _ in range(steps):
+            for p in params:
+                p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=gen,
+                                                               dtype=p.dtype))
+            optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize('cls,options,seed', [
+    (cls, options, seed)
+    for cls, options, seed in itertools.product((SGDGC, SGDWGC), OPTIONS, range(2))
+])
+def test_fast_and_plain_paths_agree_float32(cls, options, seed):
+    fast = random_params(seed, torch.float32)
+    plain = [torch.nn.Parameter(p.detach().clone()) for p in fast]
+    fast_optimizer = run(cls, options, fast, True, seed=seed)
+    plain_optimizer = run(cls, options, plain, False, seed=seed)
+    for f, p in zip(fast, plain):
+        assert f.stride() == p.stride()
+        assert ((f - p).norm() / p.norm()).item() <= 1e-6
+    if options.get('momentum'):
+        for f, p in zip(fast, plain):
+            fb = fast_optimizer.state[f]['momentum_buffer']
+            pb = plain_optimizer.state[p]['momentum_buffer']
+            assert ((fb - pb).norm() / pb.norm()).item() <= 1e-6
+
+
+def test_gradient_in_another_layout_takes_the_plain_path():
+    w = torch.nn.Parameter(torch.randn(8, 4, 3, 3).to(memory_format=torch.channels_last))
+    twin = torch.nn.Parameter(w.detach().clone())
+    grad = torch.randn(8, 4, 3, 3)                     # contiguous, unlike w
+    for p, fast in ((w, True), (twin, False)):
+        optimizer = SGDGC([p], lr=0.1, momentum=0.9)
+        with fused_kernels(fast):
+            for _ in range(3):
+                p.grad = grad.clone()
+                optimizer.step()
+    torch.testing.assert_close(w, twin)
+
+
+def test_kernel_step_is_visible_to_autograd():
+    w = torch.nn.Parameter(torch.randn(6, 5))
+    w.grad = torch.randn(6, 5)
+    version = w._version
+    optimizer = SGDGC([w], lr=0.1, momentum=0.9)
+    optimizer.step()
+    assert w._version > version
+    assert optimizer.state[w]['momentum_buffer']._version > 0
+
+
+def test_gradients_are_left_as_they_were_on_the_fast_path():
+    w = torch.nn.Parameter(torch.randn(6, 5))
+    grad = torch.randn(6, 5)
+    w.grad = grad.clone()
+    SGDGC([w], lr=0.1).step()
+    assert torch.equal(w.grad, grad)
