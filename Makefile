@@ -4,17 +4,20 @@ PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test clean-venv
+.PHONY: help venv test bench clean-venv
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS"
+	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS"
 
 venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmpretrain, mmgc)
 	@VENV=$(abspath $(VENV)) bash tools/setup_venv.sh
 
 test: venv  ## Set up .venv if needed, then run the whole test suite
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+bench: venv  ## Time GC optimizer steps against torch's (BENCH_ARGS="--device cuda", ...)
+	$(PYTHON) tools/analysis_tools/benchmark_optimizer.py $(BENCH_ARGS)
 
 clean-venv:  ## Remove .venv (the built mmcv wheel stays in ~/.cache/mmgc/wheels)
 	rm -rf $(VENV)

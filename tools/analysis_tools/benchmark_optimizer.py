@@ -1,0 +1,160 @@
+"""Times optimizer steps with and without Gradient Centralization, side by side.
+
+Builds the trainable parameters of a config's model (``init_cfg=None``; default Faster R-CNN
+R50-FPN), gives them random gradients and times ``step()`` of torch's SGD in every implementation
+the device has (for-loop, foreach, fused) against ``SGDGC``; torch's AdamW against ``AdamWGC``
+(``gc_loc='grad'`` and ``'update'``); and ``GCOptimWrapper`` around torch's SGD. Variants run
+interleaved (one step of each in turn), after a warm-up, and the median is reported with its
+ratio to the fastest torch variant of the same family.
+
+    python tools/analysis_tools/benchmark_optimizer.py                       # CPU, Faster R-CNN
+    python tools/analysis_tools/benchmark_optimizer.py CONFIG --device cuda --repeats 50
+    make bench
+"""
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, Dict, List
+
+os.environ.setdefault('KINETO_LOG_LEVEL', '5')  # the memory profiler's start/stop chatter
+
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.hub import get_config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import mmgc  # noqa: E402
+
+DEFAULT_CONFIG = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+SGD = dict(lr=0.02, momentum=0.9, weight_decay=1e-4)
+ADAMW = dict(lr=1e-4, weight_decay=0.05)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Benchmark GC optimizer steps')
+    parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG,
+                        help=f'config whose model supplies the parameters ({DEFAULT_CONFIG})')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--warmup', type=int, default=5, help='untimed rounds first')
+    parser.add_argument('--repeats', type=int, default=30, help='timed rounds')
+    parser.add_argument('--families', nargs='+', default=['sgd', 'adamw', 'wrapper'],
+                        choices=['sgd', 'adamw', 'wrapper'])
+    return parser.parse_args()
+
+
+def build_parameters(config: str, device: str) -> List[torch.Tensor]:
+    # 'mmdet::...' names a config shipped in that package.
+    cfg = get_config(config) if '::' in config else Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    from mmengine.registry import MODELS
+    if cfg.model.get('backbone') is not None:
+        cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    return [p.detach().to(device) for p in model.parameters() if p.requires_grad]
+
+
+def variants(families: List[str], device: str) -> Dict[str, tuple]:
+    """name -> (family, is_torch_baseline, factory(params) -> object with .step())."""
+    out: Dict[str, tuple] = {}
+    impls = {'for-loop': dict(foreach=False), 'foreach': dict(foreach=True),
+             'fused': dict(fused=True)}
+    if 'sgd' in families or 'wrapper' in families:
+        for impl, kw in impls.items():
+            out[f'torch SGD ({impl})'] = ('sgd', True,
+                                          lambda ps, kw=kw: torch.optim.SGD(ps, **SGD, **kw))
+    if 'sgd' in families:
+        for impl, kw in impls.items():
+            out[f'SGDGC ({impl})'] = ('sgd', False, lambda ps, kw=kw: mmgc.SGDGC(ps, **SGD, **kw))
+    if 'wrapper' in families:
+        out['GCOptimWrapper(SGD fused)'] = ('sgd', False, lambda ps: mmgc.GCOptimWrapper(
+            optimizer=torch.optim.SGD(ps, **SGD, fused=True)))
+    if 'adamw' in families:
+        for impl, kw in impls.items():
+            out[f'torch AdamW ({impl})'] = (
+                'adamw', True, lambda ps, kw=kw: torch.optim.AdamW(ps, **ADAMW, **kw))
+        for loc in ('grad', 'update'):
+            out[f'AdamWGC gc_loc={loc} (fused)'] = ('adamw', False, lambda ps, loc=loc: mmgc.
+                                                    AdamWGC(ps, **ADAMW, gc_loc=loc, fused=True))
+    return out
+
+
+def state_bytes(optimizer) -> int:
+    optimizer = getattr(optimizer, 'optimizer', optimizer)
+    return sum(v.numel() * v.element_size() for s in optimizer.state.values()
+               for v in s.values() if torch.is_tensor(v))
+
+
+def peak_extra_bytes(step: Callable[[], None], device: str) -> int:
+    """Peak memory a step allocates beyond what existed before it."""
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    current = peak = 0
+    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    for event in events:
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: no CUDA device is available')
+    params0 = build_parameters(args.config, args.device)
+    gen = torch.Generator(device=args.device).manual_seed(0)
+    grads0 = [torch.randn(p.shape, generator=gen, device=args.device) * 1e-3 for p in params0]
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+
+    runs = {}
+    for name, (family, baseline, factory) in variants(args.families, args.device).items():
+        params = [torch.nn.Parameter(p.clone()) for p in params0]
+        for p, g in zip(params, grads0):
+            p.grad = g.clone()
+        runs[name] = (family, baseline, factory(params))
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    for round_ in range(args.warmup + args.repeats):
+        for name, (_, _, optimizer) in runs.items():
+            sync()
+            start = time.perf_counter()
+            optimizer.step()
+            sync()
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+
+    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    fastest = {}
+    for name, (family, baseline, _) in runs.items():
+        if baseline:
+            fastest[family] = min(fastest.get(family, float('inf')), medians[name])
+    torch_state = {family: min(state_bytes(o) for n, (f, b, o) in runs.items() if f == family and b)
+                   for family in fastest}
+
+    numel = sum(p.numel() for p in params0)
+    print(f'device: {args.device} ({torch.cuda.get_device_name() if args.device == "cuda" else "CPU"}, '
+          f'{torch.get_num_threads()} threads)  torch {torch.__version__}  mmgc {mmgc.__version__}')
+    print(f'model: {args.config}  trainable tensors: {len(params0)}  values: {numel / 1e6:.1f} M')
+    print(f'{args.repeats} interleaved rounds after {args.warmup} warm-up rounds; median per step')
+    header = f'{"variant":34s} {"ms/step":>9s} {"ratio":>7s} {"peak extra MiB":>15s} {"held extra MiB":>15s}'
+    print(header)
+    print('-' * len(header))
+    for name, (family, baseline, optimizer) in runs.items():
+        ratio = medians[name] / fastest[family]
+        extra = held = ''
+        if not baseline:
+            extra = f'{peak_extra_bytes(optimizer.step, args.device) / 2**20:.1f}'
+            held = f'{(state_bytes(optimizer) - torch_state[family]) / 2**20:.1f}'
+        print(f'{name:34s} {medians[name]:9.2f} {ratio:7.3f} {extra:>15s} {held:>15s}')
+    print('ratio: to the fastest torch variant of the same family (SGD or AdamW)')
+
+
+if __name__ == '__main__':
+    main()
