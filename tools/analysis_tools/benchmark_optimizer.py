@@ -17,14 +17,12 @@ import statistics
 import time
 from typing import Callable, Dict, List
 
-os.environ.setdefault('KINETO_LOG_LEVEL', '5')  # the memory profiler's start/stop chatter
+import torch
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.registry import init_default_scope
 
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.hub import get_config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import mmgc  # noqa: E402
+import mmgc
 
 DEFAULT_CONFIG = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 SGD = dict(lr=0.02, momentum=0.9, weight_decay=1e-4)
@@ -95,8 +93,16 @@ def peak_extra_bytes(step: Callable[[], None], device: str) -> int:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+    stderr = os.dup(2)  # the profiler prints its start and stop on stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+    finally:
+        os.dup2(stderr, 2)
+        os.close(devnull)
+        os.close(stderr)
     current = peak = 0
     events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
     for event in events:
