@@ -1,7 +1,7 @@
 // Fused Gradient Centralization + SGD step for CPU tensors (mmgc's fast path).
 //
 // For every weight w of shape (R, ...) with M = numel / R values per output channel, and each
-// row i, in one visit of the row (the row stays in cache between the two passes):
+// row i (its dim-0 slice; see sgd_row for how the row is visited):
 //   d      = s * g + wd * w                  (s = -1 with maximize, as torch.optim.SGD)
 //   d     -= mean(d)                         (Phi, Eq. 1 of the paper)
 //   buf    = d                        (first step)    or  momentum * buf + (1 - dampening) * d
@@ -30,58 +30,75 @@ struct Hyper {
   double sign, wd, shrink, momentum, keep, lr;
 };
 
-// kMomentum / kNesterov / kFirst are compile-time so that the inner loops have no branches.
-// The slice sum in pieces of 256 values: a short sum in T vectorizes fully (a running sum in
-// double halves the vector width and waits on each addition), and the pieces add up in double.
-template <typename T>
-inline T slice_mean(const T* __restrict__ w, const T* __restrict__ g, int64_t m, T s, T decay) {
-  double total = 0.0;
-  for (int64_t j0 = 0; j0 < m; j0 += 256) {
-    const int64_t j1 = std::min(m, j0 + 256);
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = j0; j < j1; ++j) sum += s * g[j] + decay * w[j];
-    total += static_cast<double>(sum);
-  }
-  return static_cast<T>(total / static_cast<double>(m));
-}
+// Sums in pieces of 256 values: a short sum in T vectorizes fully (a running sum in double halves
+// the vector width and waits on each addition), and the pieces add up in double.
+constexpr int64_t kPiece = 256;
 
+// Each row in three visits, so that memory is read once, as by torch's fused step:
+//   A. mean of s * g (g comes into cache);
+//   B. the step with d' = s * g + wd * w - mean(s * g), summing the old w on the way;
+//   C. the step is linear in the missing -wd * mean(w): add its share to buf and w (in cache).
+// Taking mean(s * g + wd * w) before the step instead would read w twice from memory.
+// kMomentum / kNesterov / kFirst are compile-time so that the inner loops have no branches.
 template <typename T, bool kMomentum, bool kNesterov, bool kFirst>
 inline void sgd_row(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ b, int64_t m,
-                    T mean, const Hyper& h) {
+                    const Hyper& h) {
   const T s = static_cast<T>(h.sign), decay = static_cast<T>(h.wd);
   const T shrink = static_cast<T>(h.shrink), mom = static_cast<T>(h.momentum);
   const T keep = static_cast<T>(h.keep), lr = static_cast<T>(h.lr);
-#pragma omp simd
-  for (int64_t j = 0; j < m; ++j) {
-    const T d = s * g[j] + decay * w[j] - mean;
-    T update = d;
-    if constexpr (kMomentum) {
-      const T buf = kFirst ? d : mom * b[j] + keep * d;
-      b[j] = buf;
-      update = kNesterov ? d + mom * buf : buf;
-    }
-    w[j] = w[j] * shrink - lr * update;
+  double total = 0.0;
+  for (int64_t j0 = 0; j0 < m; j0 += kPiece) {
+    const int64_t j1 = std::min(m, j0 + kPiece);
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = j0; j < j1; ++j) sum += g[j];
+    total += static_cast<double>(sum);
   }
+  const T mean = static_cast<T>(static_cast<double>(s) * total / static_cast<double>(m));
+  double w_total = 0.0;
+  for (int64_t j0 = 0; j0 < m; j0 += kPiece) {
+    const int64_t j1 = std::min(m, j0 + kPiece);
+    T w_sum = 0;
+#pragma omp simd reduction(+ : w_sum)
+    for (int64_t j = j0; j < j1; ++j) {
+      const T old = w[j];
+      w_sum += old;
+      const T d = s * g[j] + decay * old - mean;
+      T update = d;
+      if constexpr (kMomentum) {
+        const T buf = kFirst ? d : mom * b[j] + keep * d;
+        b[j] = buf;
+        update = kNesterov ? d + mom * buf : buf;
+      }
+      w[j] = old * shrink - lr * update;
+    }
+    w_total += static_cast<double>(w_sum);
+  }
+  if (h.wd == 0.0) return;
+  // delta = wd * mean(old w) belongs in d: d = d' - delta, so buf -= c_buf * delta and
+  // update -= c_update * delta, with the coefficients of d in each.
+  const double delta = h.wd * w_total / static_cast<double>(m);
+  double c_buf = 0.0, c_update = 1.0;
+  if (kMomentum) {
+    c_buf = kFirst ? 1.0 : h.keep;
+    c_update = kNesterov ? 1.0 + h.momentum * c_buf : c_buf;
+  }
+  const T w_shift = static_cast<T>(h.lr * c_update * delta);
+  if constexpr (kMomentum) {
+    const T b_shift = static_cast<T>(c_buf * delta);
+#pragma omp simd
+    for (int64_t j = 0; j < m; ++j) b[j] -= b_shift;
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) w[j] += w_shift;
 }
 
 template <typename T, bool kMomentum, bool kNesterov, bool kFirst>
 MMGC_TARGET_CLONES void sgd_rows(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ b,
                                  int64_t rows, int64_t m, const Hyper& h) {
-  // The mean of row r + lead is taken while row r is updated, lead rows (about 16K values)
-  // ahead: the update finds g and w of its row still in cache, and reading the rows ahead from
-  // memory overlaps with the update's own traffic, as in a single-pass step.
-  const int64_t lead = std::min(rows, std::max<int64_t>(1, 16384 / m));
-  const T s = static_cast<T>(h.sign), decay = static_cast<T>(h.wd);
-  std::vector<T> means(lead);
-  for (int64_t r = 0; r < lead; ++r) means[r] = slice_mean(w + r * m, g + r * m, m, s, decay);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T mean = means[r % lead];
-    if (r + lead < rows)
-      means[r % lead] = slice_mean(w + (r + lead) * m, g + (r + lead) * m, m, s, decay);
+  for (int64_t r = 0; r < rows; ++r)
     sgd_row<T, kMomentum, kNesterov, kFirst>(w + r * m, g + r * m, kMomentum ? b + r * m : nullptr,
-                                             m, mean, h);
-  }
+                                             m, h);
 }
 
 struct Block {
