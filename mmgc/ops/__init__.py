@@ -8,6 +8,7 @@ path (:func:`mmgc.gc.centralize_` followed by torch's own step), which computes 
 ``MMGC_FUSED_KERNELS=0`` switches the kernels off; :func:`fused_kernels` does so for a block.
 """
 import os
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +21,26 @@ _state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', mo
                     failed=False)
 
 
+def _remove_stale_lock(build_dir: Path, max_age_s: float = 600.0) -> None:
+    """torch's loader waits forever on the lock of a build that was killed: drop old locks."""
+    lock = build_dir / 'lock'
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def cpu_kernels() -> Optional[Any]:
     """The compiled CPU kernels, or ``None`` when they are off or cannot be built."""
     if not _state['enabled'] or _state['failed']:
         return None
     if _state['module'] is None:
+        try:  # a private helper of torch's: without it, only the clean-up is skipped
+            from torch.utils.cpp_extension import _get_build_directory
+            _remove_stale_lock(Path(_get_build_directory('mmgc_gc_cpu', verbose=False)))
+        except (ImportError, OSError):
+            pass
         try:
             from torch.utils.cpp_extension import load
             _state['module'] = load(

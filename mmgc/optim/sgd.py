@@ -1,6 +1,7 @@
 """SGD with Gradient Centralization: ``SGDGC`` (L2 decay) and ``SGDWGC`` (decoupled decay)."""
+from collections import defaultdict
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 from mmengine.registry import OPTIMIZERS
@@ -39,28 +40,27 @@ def _fused_sgd_step(optimizer: SGD, decoupled: bool) -> List[Tensor]:
                                                                and lr.requires_grad):
             continue
         momentum = group['momentum']
-        first, later = [], []
+        batches: Dict[Tuple[bool, torch.dtype], List[Tensor]] = defaultdict(list)
         for p in group['params']:
             if p.grad is None or not _fused_supported(p, group['gc_conv_only']):
                 continue
-            state = optimizer.state[p]
-            if momentum == 0:
-                later.append(p)
-            elif 'momentum_buffer' not in state or state['momentum_buffer'] is None:
-                state['momentum_buffer'] = torch.empty_like(p)  # written by the kernel
-                first.append(p)
-            elif state['momentum_buffer'].stride() == p.stride():
-                later.append(p)
+            buf = optimizer.state[p].get('momentum_buffer') if momentum else None
+            if momentum and buf is None:
+                batches[True, p.dtype].append(p)  # first step: the kernel writes the buffer
+            elif buf is None or (buf.stride() == p.stride() and buf.dtype == p.dtype):
+                batches[False, p.dtype].append(p)
         weight_decay = float(group['weight_decay'])
-        for batch, first_step in ((first, True), (later, False)):
-            if batch:
-                kernels.gc_sgd_(
-                    batch, [p.grad for p in batch],
-                    [optimizer.state[p]['momentum_buffer'] for p in batch] if momentum else [],
-                    0.0 if decoupled else weight_decay, weight_decay if decoupled else 0.0,
-                    float(momentum), float(group['dampening']), float(lr), group['nesterov'],
-                    group['maximize'], first_step)
-        handled += first + later
+        for (first_step, _), batch in batches.items():
+            if momentum and first_step:
+                for p in batch:
+                    optimizer.state[p]['momentum_buffer'] = torch.empty_like(p)
+            kernels.gc_sgd_(
+                batch, [p.grad for p in batch],
+                [optimizer.state[p]['momentum_buffer'] for p in batch] if momentum else [],
+                0.0 if decoupled else weight_decay, weight_decay if decoupled else 0.0,
+                float(momentum), float(group['dampening']), float(lr), group['nesterov'],
+                group['maximize'], first_step)
+            handled += batch
     return handled
 
 

@@ -95,3 +95,36 @@ def test_gradients_are_left_as_they_were_on_the_fast_path():
     w.grad = grad.clone()
     SGDGC([w], lr=0.1).step()
     assert torch.equal(w.grad, grad)
+
+
+def test_float32_and_float64_weights_in_one_group():
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(6, 5, dtype=dtype, generator=gen))
+              for dtype in (torch.float32, torch.float64, torch.float32)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for ps, fast in ((params, True), (twins, False)):
+        optimizer = SGDGC(ps, lr=0.1, momentum=0.9, weight_decay=1e-2)
+        with fused_kernels(fast):
+            for step in range(3):
+                for p in ps:
+                    p.grad = torch.full_like(p, 0.5) + torch.arange(5, dtype=p.dtype) * step
+                optimizer.step()
+    for p, t in zip(params, twins):
+        torch.testing.assert_close(p, t)
+
+
+def test_a_killed_build_does_not_block_the_next(tmp_path):
+    """torch's loader waits forever on a lock left by a killed build; an old one is dropped."""
+    import os
+    import time
+
+    from mmgc.ops import _remove_stale_lock
+    lock = tmp_path / 'lock'
+    lock.touch()
+    _remove_stale_lock(tmp_path)
+    assert lock.exists()                      # a build may be running right now
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    _remove_stale_lock(tmp_path)
+    assert not lock.exists()
+    _remove_stale_lock(tmp_path)              # nothing there: no error
