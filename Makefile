@@ -2,19 +2,23 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
+MODEL ?= mask
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test bench clean-venv
+.PHONY: help venv test demo bench clean-venv
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS"
+	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, MODEL"
 
 venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmpretrain, mmgc)
 	@VENV=$(abspath $(VENV)) bash tools/setup_venv.sh
 
 test: venv  ## Set up .venv if needed, then run the whole test suite
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+demo: venv  ## Train Mask R-CNN without and with GC on synthetic data, compare (MODEL=faster)
+	$(PYTHON) tools/misc/gc_demo.py --model $(MODEL)
 
 bench: venv  ## Time GC optimizer steps against torch's (BENCH_ARGS="--device cuda", ...)
 	$(PYTHON) tools/analysis_tools/benchmark_optimizer.py $(BENCH_ARGS)
