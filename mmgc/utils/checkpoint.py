@@ -16,10 +16,16 @@ import torch
 __all__ = ['allow_mmengine_checkpoints']
 
 
+_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
     """``getattr`` as mmengine checkpoints use it: a statistics method of ``HistoryBuffer``."""
     from mmengine.logging import HistoryBuffer
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # HistoryBuffer registers its default statistics only when a first buffer is made, so a
+    # fresh process that loads a checkpoint has an empty ``_statistics_methods``.
+    if owner is HistoryBuffer and (name in _DEFAULT_STATISTICS
+                                   or name in HistoryBuffer._statistics_methods):
         return getattr(owner, name)
     raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed in a checkpoint')
 

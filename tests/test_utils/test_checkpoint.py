@@ -89,6 +89,18 @@ def test_without_mmgc_the_same_checkpoint_is_refused(trained):
     assert 'refused' in out.stdout
 
 
+def test_a_fresh_process_loads_it_after_import_mmgc(trained):
+    """In a new process HistoryBuffer has registered no statistics yet (none was made)."""
+    work_dir, _ = trained
+    code = ('import torch, mmgc\n'
+            f'checkpoint = torch.load({str(work_dir / "iter_4.pth")!r}, map_location="cpu")\n'
+            'print("loaded", checkpoint["meta"]["iter"])\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert 'loaded 4' in out.stdout
+
+
 def test_resume_continues_to_the_same_weights(trained, tmp_path):
     work_dir, straight = trained
     resumed = make_runner(tmp_path, 4, resume_from=str(work_dir / 'iter_2.pth'))
