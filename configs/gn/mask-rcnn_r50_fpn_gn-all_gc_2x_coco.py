@@ -1,0 +1,7 @@
+# Mask R-CNN R50-FPN, GN everywhere, 2x, COCO, SGD with Gradient Centralization (SGDGC): the GC run
+# of an extra row, not in the GC paper (Yong et al., ECCV 2020). Identical to
+# ./mask-rcnn_r50_fpn_gn-all_2x_coco.py except for the optimizer type.
+# Train: bash tools/dist_train.sh configs/gn/mask-rcnn_r50_fpn_gn-all_gc_2x_coco.py 8
+_base_ = './mask-rcnn_r50_fpn_gn-all_2x_coco.py'
+
+optim_wrapper = dict(optimizer=dict(type='SGDGC'))
