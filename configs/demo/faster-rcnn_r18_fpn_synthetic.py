@@ -4,8 +4,7 @@
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     '../_base_/datasets/synthetic_coco_detection.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/demo_schedule.py',
 ]
 custom_imports = dict(imports=['mmgc'], allow_failed_imports=False)
 
@@ -22,16 +21,3 @@ model = dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=300),
         rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
-
-# 8 epochs of 75 iterations (batch 4), about 3 minutes on 2 CPU cores.
-max_epochs = 8
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='MultiStepLR', by_epoch=True, begin=0, end=max_epochs, milestones=[6, 7],
-         gamma=0.1)
-]
-optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4))
-auto_scale_lr = dict(enable=False, base_batch_size=4)
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
