@@ -8,38 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import mmgc  # noqa: F401
 
+from .toy import ToyDataset, ToyModel
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-class ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, inputs, targets=None, mode='tensor'):
-        out = self.fc(self.conv(inputs).mean((2, 3))).squeeze(1)
-        if mode == 'loss':
-            return dict(loss=(out - targets).pow(2).mean())
-        return out
-
-
-class ToyDataset(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, index):
-        gen = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(2, 5, 5, generator=gen), targets=torch.tensor(index / 8))
 
 
 def make_runner(work_dir, max_iters, resume_from=None):

@@ -9,13 +9,15 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.model import BaseModel, MMDistributedDataParallel
+from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner import Runner
 
 import mmgc.utils.launch as launch
 from mmgc import AmpGCOptimWrapper, GCOptimWrapper
 from mmgc.utils import amp_optim_wrapper, init_cpu_distributed
+
+from .toy import ToyDataset, ToyModel
 
 # --- --amp ------------------------------------------------------------------------------------
 
@@ -69,30 +71,6 @@ def test_amp_device_available(monkeypatch, cuda, npu, mlu, musa, expected):
 
 
 # --- --launcher pytorch without CUDA -----------------------------------------------------------
-
-
-class ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, inputs, targets=None, mode='tensor'):
-        out = self.fc(self.conv(inputs).mean((2, 3))).squeeze(1)
-        if mode == 'loss':
-            return dict(loss=(out - targets).pow(2).mean())
-        return out
-
-
-class ToyDataset(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, index):
-        gen = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(2, 5, 5, generator=gen), targets=torch.tensor(index / 8))
 
 
 def free_port():
@@ -164,7 +142,7 @@ def test_runner_trains_with_launcher_pytorch_on_cpu(torchrun_env, tmp_path):
     assert init_cpu_distributed(cfg) is True
     runner = Runner(
         model=ToyModel(), work_dir=str(tmp_path), launcher='pytorch',
-        train_dataloader=dict(dataset=ToyDataset(), batch_size=4, num_workers=0,
+        train_dataloader=dict(dataset=ToyDataset(8), batch_size=4, num_workers=0,
                               sampler=dict(type='DefaultSampler', shuffle=True),
                               collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=3),
