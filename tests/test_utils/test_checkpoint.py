@@ -54,14 +54,19 @@ def test_mmengine_checkpoint_loads_in_safe_mode(trained):
     assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
 
 
+def run_python(code):
+    """Runs ``code`` in a new Python process (nothing imported, nothing registered yet)."""
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO)
+
+
 def test_without_mmgc_the_same_checkpoint_is_refused(trained):
     """Shows that the allow-list above is what makes the difference."""
     work_dir, _ = trained
     code = ('import pickle, torch\n'
             f'try:\n    torch.load({str(work_dir / "iter_4.pth")!r}, map_location="cpu")\n'
             'except pickle.UnpicklingError as e:\n    print("refused")\n')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         check=True)
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
     assert 'refused' in out.stdout
 
 
@@ -71,8 +76,7 @@ def test_a_fresh_process_loads_it_after_import_mmgc(trained):
     code = ('import torch, mmgc\n'
             f'checkpoint = torch.load({str(work_dir / "iter_4.pth")!r}, map_location="cpu")\n'
             'print("loaded", checkpoint["meta"]["iter"])\n')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         cwd=REPO)
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert 'loaded 4' in out.stdout
 
@@ -130,6 +134,6 @@ def test_import_mmgc_needs_only_torch_and_mmengine():
             'heavy = [m for m in sys.modules if m.split(".")[0] in '
             '("mmdet", "mmpretrain", "mmcv", "mmseg")]\n'
             'print(heavy)\n')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]'
