@@ -5,11 +5,11 @@ PYTEST_ARGS ?=
 MODEL ?= mask
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench clean-venv
+.PHONY: help venv test demo bench bench-train clean-venv
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, MODEL"
+	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, BENCH_TRAIN_ARGS, MODEL"
 
 venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmpretrain, mmgc)
 	@VENV=$(abspath $(VENV)) bash tools/setup_venv.sh
@@ -22,6 +22,9 @@ demo: venv  ## Train Mask R-CNN without and with GC on synthetic data, compare (
 
 bench: venv  ## Time GC optimizer steps against torch's (BENCH_ARGS="--device cuda", ...)
 	$(PYTHON) tools/analysis_tools/benchmark_optimizer.py $(BENCH_ARGS)
+
+bench-train: venv  ## Time demo training iterations without and with GC (BENCH_TRAIN_ARGS="--model faster")
+	$(PYTHON) tools/analysis_tools/benchmark_train.py $(BENCH_TRAIN_ARGS)
 
 clean-venv:  ## Remove .venv (the built mmcv wheel stays in ~/.cache/mmgc/wheels)
 	rm -rf $(VENV)

@@ -25,7 +25,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache License 2.0',
     packages=find_packages(include=['mmgc', 'mmgc.*']),
-    package_data={'mmgc.ops': ['csrc/*.cpp']},
+    package_data={'mmgc.ops': ['csrc/*.cpp', 'csrc/*.h']},
     python_requires='>=3.8',
     install_requires=read_requirements('runtime'),
     extras_require={

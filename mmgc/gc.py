@@ -6,8 +6,9 @@ For a weight whose dim 0 indexes output channels, every slice ``g[i]`` loses its
 
 This module is the only place in mmgc that takes a slice mean in Python. Everything else (the
 GC optimizers, the GC optim wrappers) calls :func:`centralize_` or :func:`centralized_update`;
-the one exception is the fused CPU kernel of ``SGDGC`` / ``SGDWGC`` (``mmgc/ops``), which takes
-the same mean inside the step and is tested against this module.
+the one exception is the fused CPU kernels of ``SGDGC`` / ``SGDWGC`` / ``AdamGC`` / ``AdamWGC``
+(``mmgc/ops``), which take the same means inside the step (with the same rule for which tensors
+are centralized, ``centralized()`` in ``gc_cpu.h``) and are tested against this module.
 
 Which tensors are centralized (see :func:`gc_applies`): ``ndim > 1`` (conv and fc weights), or
 ``ndim > 3`` with ``conv_only=True``; never 1-D tensors, and never slices of a single element

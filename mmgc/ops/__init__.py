@@ -1,4 +1,4 @@
-"""Compiled fast paths: fused GC + optimizer-step kernels for CPU tensors.
+"""Compiled fast paths: fused GC + optimizer-step kernels for CPU tensors (SGD(W), Adam(W)).
 
 Built on first use with torch's C++ extension loader (a C++20 compiler is needed; about a
 minute, once per torch version: the build is cached in ``$TORCH_EXTENSIONS_DIR`` or
@@ -7,16 +7,21 @@ path (:func:`mmgc.gc.centralize_` followed by torch's own step), which computes 
 
 ``MMGC_FUSED_KERNELS=0`` switches the kernels off; :func:`fused_kernels` does so for a block.
 """
+import hashlib
 import os
 import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
-__all__ = ['cpu_kernels', 'fused_kernels']
+from torch import Tensor
 
-_SOURCES = [Path(__file__).parent / 'csrc' / 'gc_sgd_cpu.cpp']
+__all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels']
+
+_CSRC = Path(__file__).parent / 'csrc'
+_SOURCES = [_CSRC / name for name in ('bindings.cpp', 'gc_sgd_cpu.cpp', 'gc_adam_cpu.cpp')]
+_HEADER = _CSRC / 'gc_cpu.h'
 _state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', module=None,
                     failed=False)
 
@@ -43,9 +48,13 @@ def cpu_kernels() -> Optional[Any]:
             pass
         try:
             from torch.utils.cpp_extension import load
+            # torch rebuilds when a source or a flag changes; the digest covers the header.
+            digest = hashlib.sha1(b''.join(p.read_bytes() for p in _SOURCES + [_HEADER]))
             _state['module'] = load(
                 name='mmgc_gc_cpu', sources=[str(s) for s in _SOURCES],
-                extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'], verbose=False)
+                extra_cflags=['-O3', '-fopenmp', '-fno-math-errno',
+                              f'-DMMGC_SOURCES={digest.hexdigest()[:12]}'],
+                extra_include_paths=[str(_CSRC)], extra_ldflags=['-fopenmp'], verbose=False)
         except Exception as error:  # no compiler, no headers: the plain path still works
             _state['failed'] = True
             warnings.warn(f'mmgc: the fused CPU GC kernels could not be built ({error}); '
@@ -63,3 +72,22 @@ def fused_kernels(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _state['enabled'] = saved
+
+
+def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
+    """``(kernels, group, params with a gradient)`` for each param group of a GC optimizer whose
+    options the fused CPU kernels support; none when the kernels are off. The kernels then check
+    the tensors (CPU, float32 / float64, dense, gradients and states laid out as the params) and
+    take the whole group or leave it all to the plain path."""
+    kernels = cpu_kernels()
+    if kernels is None:
+        return
+    for group in optimizer.param_groups:
+        lr = group['lr']
+        if (not group.get('use_gc', True) or group.get('differentiable')
+                or group.get('capturable') or group.get('amsgrad')
+                or (isinstance(lr, Tensor) and (lr.requires_grad or lr.device.type != 'cpu'))):
+            continue
+        params = [p for p in group['params'] if p.grad is not None]
+        if params:
+            yield kernels, group, params

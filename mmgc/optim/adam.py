@@ -1,8 +1,49 @@
 """Adam and AdamW with Gradient Centralization: ``AdamGC`` and ``AdamWGC``."""
+from typing import List
+
+import torch
 from mmengine.registry import OPTIMIZERS
+from torch import Tensor
 from torch.optim import Adam, AdamW
 
+from mmgc.ops import fused_groups
+
 from .base import GC_LOCS, GCOptimizer
+
+
+def _new_step_count(group: dict, p: Tensor) -> Tensor:
+    """``state['step']`` as torch's Adam creates it for this group (so state dicts match)."""
+    fused = bool(group.get('fused'))
+    try:
+        from torch.optim.optimizer import _get_scalar_dtype
+        dtype = _get_scalar_dtype(is_fused=fused)
+    except ImportError:  # another torch: its default
+        dtype = torch.float32
+    if fused or group.get('capturable'):
+        return torch.zeros((), dtype=dtype, device=p.device)
+    return torch.tensor(0.0, dtype=dtype)
+
+
+def _fused_adam_step(optimizer: Adam) -> List[Tensor]:
+    """GC + Adam(W) of whole param groups in one pass per weight (mmgc/ops/csrc/gc_adam_cpu.cpp),
+    where the kernel supports every tensor of the group. Returns the params it stepped."""
+    handled: List[Tensor] = []
+    for kernels, group, params in fused_groups(optimizer):
+        states = [optimizer.state[p] for p in params]
+        for p, state in zip(params, states):
+            if not state:  # torch's lazy initialization (its first step)
+                state['step'] = _new_step_count(group, p)
+                state['exp_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state['exp_avg_sq'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        beta1, beta2 = (float(beta) for beta in group['betas'])
+        decoupled = not optimizer.decay_in_grad or group.get('decoupled_weight_decay', False)
+        if kernels.gc_adam_(params, [p.grad for p in params], [s['exp_avg'] for s in states],
+                            [s['exp_avg_sq'] for s in states], [s['step'] for s in states],
+                            group['gc_conv_only'], float(group['lr']), beta1, beta2,
+                            float(group['eps']), float(group['weight_decay']), decoupled,
+                            group['maximize'], group['gc_loc'] == 'update'):
+            handled += params
+    return handled
 
 
 @OPTIMIZERS.register_module()
@@ -28,8 +69,15 @@ class AdamGC(GCOptimizer, Adam):
             the authors' spelling of them. Default ``'grad'``.
 
     All three can be set per param group. The state dict is ``Adam``'s.
+
+    On CPU, float32 / float64 weights take a fused kernel (GC and the whole Adam step in one
+    pass over each weight; see ``mmgc.ops``) unless ``amsgrad`` or ``capturable`` is set;
+    everything else takes the plain path.
     """
     gc_locs = GC_LOCS
+
+    def _fused_step(self) -> List[Tensor]:
+        return _fused_adam_step(self)
 
 
 @OPTIMIZERS.register_module()
@@ -49,7 +97,11 @@ class AdamWGC(GCOptimizer, AdamW):
         optim_wrapper = dict(optimizer=dict(type='AdamWGC', lr=1e-4, weight_decay=0.05,
                                             gc_loc='update'))
 
-    Arguments as :class:`AdamGC` (torch's ``AdamW`` ones). The state dict is ``AdamW``'s.
+    Arguments as :class:`AdamGC` (torch's ``AdamW`` ones), and the same CPU fast path. The
+    state dict is ``AdamW``'s.
     """
     gc_locs = GC_LOCS
     decay_in_grad = False
+
+    def _fused_step(self) -> List[Tensor]:
+        return _fused_adam_step(self)

@@ -147,9 +147,9 @@ class GCOptimizer:
         step(self)
 
     def _fused_step(self) -> List[Tensor]:
-        """Takes the whole GC step of the parameters a fused kernel supports and returns them.
-
-        The plain path (GC, then the torch step) handles every other parameter. None by default.
+        """Takes the whole GC step of the param groups a fused kernel supports and returns their
+        parameters. The plain path (GC, then the torch step) handles every other parameter; when
+        there is none, the torch step is not called. Nothing is fused by default.
         """
         return []
 
@@ -160,9 +160,14 @@ class GCOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        handled = self._fused_step()
         # Parameters without a gradient are skipped by GC and by every torch step: hiding the
-        # gradients of those the fused kernel stepped leaves the rest to the plain path.
-        hidden = [(p, p.grad) for p in self._fused_step()]
+        # gradients of those the fused kernels stepped leaves the rest to the plain path.
+        handled_ids = {id(p) for p in handled}
+        if handled and all(p.grad is None or id(p) in handled_ids
+                           for group in self.param_groups for p in group['params']):  # type: ignore
+            return loss
+        hidden = [(p, p.grad) for p in handled]
         for p, _ in hidden:
             p.grad = None
         try:

@@ -1,66 +1,35 @@
 """SGD with Gradient Centralization: ``SGDGC`` (L2 decay) and ``SGDWGC`` (decoupled decay)."""
-from collections import defaultdict
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List
 
 import torch
 from mmengine.registry import OPTIMIZERS
 from torch import Tensor
 from torch.optim import SGD
 
-from mmgc.gc import gc_applies
-from mmgc.ops import cpu_kernels
+from mmgc.ops import fused_groups
 
 from .base import GCOptimizer
 
 
-def _dense_rows(t: Tensor) -> bool:
-    """Every dim-0 slice is one dense block of memory (contiguous or channels_last)."""
-    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(
-        memory_format=torch.channels_last)) or (t.dim() == 5 and t.is_contiguous(
-            memory_format=torch.channels_last_3d))
-
-
-def _fused_supported(p: Tensor, conv_only: bool) -> bool:
-    grad = p.grad
-    return (p.device.type == 'cpu' and p.dtype in (torch.float32, torch.float64)
-            and gc_applies(p, conv_only) and not grad.is_sparse and grad.dtype == p.dtype
-            and grad.stride() == p.stride() and _dense_rows(p))
-
-
 def _fused_sgd_step(optimizer: SGD, decoupled: bool) -> List[Tensor]:
-    """GC + SGD(W) in one pass per weight (mmgc/ops/csrc/gc_sgd_cpu.cpp), where supported."""
-    kernels = cpu_kernels()
-    if kernels is None:
-        return []
+    """GC + SGD(W) of whole param groups in one pass per weight (mmgc/ops/csrc/gc_sgd_cpu.cpp),
+    where the kernel supports every tensor of the group. Returns the params it stepped."""
     handled: List[Tensor] = []
-    for group in optimizer.param_groups:
-        lr = group['lr']
-        if not group['use_gc'] or group['differentiable'] or (isinstance(lr, Tensor)
-                                                               and lr.requires_grad):
-            continue
+    for kernels, group, params in fused_groups(optimizer):
         momentum = group['momentum']
-        batches: Dict[Tuple[bool, torch.dtype], List[Tensor]] = defaultdict(list)
-        for p in group['params']:
-            if p.grad is None or not _fused_supported(p, group['gc_conv_only']):
-                continue
-            buf = optimizer.state[p].get('momentum_buffer') if momentum else None
-            if momentum and buf is None:
-                batches[True, p.dtype].append(p)  # first step: the kernel writes the buffer
-            elif buf is None or (buf.stride() == p.stride() and buf.dtype == p.dtype):
-                batches[False, p.dtype].append(p)
+        states = [optimizer.state[p] for p in params] if momentum else []
         weight_decay = float(group['weight_decay'])
-        for (first_step, _), batch in batches.items():
-            if momentum and first_step:
-                for p in batch:
-                    optimizer.state[p]['momentum_buffer'] = torch.empty_like(p)
-            kernels.gc_sgd_(
-                batch, [p.grad for p in batch],
-                [optimizer.state[p]['momentum_buffer'] for p in batch] if momentum else [],
-                0.0 if decoupled else weight_decay, weight_decay if decoupled else 0.0,
-                float(momentum), float(group['dampening']), float(lr), group['nesterov'],
-                group['maximize'], first_step)
-            handled += batch
+        done, bufs = kernels.gc_sgd_(
+            params, [p.grad for p in params], [s.get('momentum_buffer') for s in states],
+            group['gc_conv_only'], 0.0 if decoupled else weight_decay,
+            weight_decay if decoupled else 0.0, float(momentum), float(group['dampening']),
+            float(group['lr']), group['nesterov'], group['maximize'])
+        if not done:
+            continue
+        for state, buf in zip(states, bufs):
+            state['momentum_buffer'] = buf
+        handled += params
     return handled
 
 

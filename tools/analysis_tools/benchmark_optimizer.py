@@ -15,7 +15,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from mmengine.config import Config
@@ -29,16 +29,16 @@ SGD = dict(lr=0.02, momentum=0.9, weight_decay=1e-4)
 ADAMW = dict(lr=1e-4, weight_decay=0.05)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Benchmark GC optimizer steps')
     parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG,
                         help=f'config whose model supplies the parameters ({DEFAULT_CONFIG})')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--warmup', type=int, default=5, help='untimed rounds first')
-    parser.add_argument('--repeats', type=int, default=30, help='timed rounds')
+    parser.add_argument('--repeats', type=int, default=100, help='timed rounds')
     parser.add_argument('--families', nargs='+', default=['sgd', 'adamw', 'wrapper'],
                         choices=['sgd', 'adamw', 'wrapper'])
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def build_parameters(config: str, device: str) -> List[torch.Tensor]:
@@ -104,15 +104,16 @@ def peak_extra_bytes(step: Callable[[], None], device: str) -> int:
         os.close(devnull)
         os.close(stderr)
     current = peak = 0
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    events = sorted((e for e in prof.events() if e.cpu_memory_usage),
+                    key=lambda e: e.time_range.start)
     for event in events:
         current += event.cpu_memory_usage
         peak = max(peak, current)
     return peak
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available')
     params0 = build_parameters(args.config, args.device)
@@ -137,29 +138,35 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
 
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    fastest = {}
+    fastest: Dict[str, str] = {}  # family -> its fastest torch variant
     for name, (family, baseline, _) in runs.items():
-        if baseline:
-            fastest[family] = min(fastest.get(family, float('inf')), medians[name])
+        if baseline and medians[name] < medians.get(fastest.get(family, ''), float('inf')):
+            fastest[family] = name
     torch_state = {family: min(state_bytes(o) for n, (f, b, o) in runs.items() if f == family and b)
                    for family in fastest}
 
     numel = sum(p.numel() for p in params0)
-    print(f'device: {args.device} ({torch.cuda.get_device_name() if args.device == "cuda" else "CPU"}, '
-          f'{torch.get_num_threads()} threads)  torch {torch.__version__}  mmgc {mmgc.__version__}')
+    device = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
+    print(f'device: {args.device} ({device}, {torch.get_num_threads()} threads)  '
+          f'torch {torch.__version__}  mmgc {mmgc.__version__}')
     print(f'model: {args.config}  trainable tensors: {len(params0)}  values: {numel / 1e6:.1f} M')
     print(f'{args.repeats} interleaved rounds after {args.warmup} warm-up rounds; median per step')
-    header = f'{"variant":34s} {"ms/step":>9s} {"ratio":>7s} {"peak extra MiB":>15s} {"held extra MiB":>15s}'
+    header = (f'{"variant":34s} {"ms/step":>9s} {"ratio":>7s} {"ratio q1-q3":>13s} '
+              f'{"peak extra MiB":>15s} {"held extra MiB":>15s}')
     print(header)
     print('-' * len(header))
     for name, (family, baseline, optimizer) in runs.items():
-        ratio = medians[name] / fastest[family]
+        # Per round, against the fastest torch variant timed next to it: drift cancels out.
+        ratios = [t / r for t, r in zip(times[name], times[fastest[family]])]
+        q1, ratio, q3 = statistics.quantiles(ratios, n=4)
         extra = held = ''
         if not baseline:
             extra = f'{peak_extra_bytes(optimizer.step, args.device) / 2**20:.1f}'
             held = f'{(state_bytes(optimizer) - torch_state[family]) / 2**20:.1f}'
-        print(f'{name:34s} {medians[name]:9.2f} {ratio:7.3f} {extra:>15s} {held:>15s}')
-    print('ratio: to the fastest torch variant of the same family (SGD or AdamW)')
+        print(f'{name:34s} {medians[name]:9.2f} {ratio:7.3f} {f"{q1:.3f}-{q3:.3f}":>13s} '
+              f'{extra:>15s} {held:>15s}')
+    print('ratio: median over rounds of the step time over that of the fastest torch variant of '
+          'the same family (SGD or AdamW) in the same round; q1-q3: its quartiles')
 
 
 if __name__ == '__main__':

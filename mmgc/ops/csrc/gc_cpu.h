@@ -1,0 +1,167 @@
+// What mmgc's fused CPU kernels (GC + a whole optimizer step in one visit of each weight) share:
+// the checks that decide whether a param group can take them, and the split of the work into
+// blocks of whole rows for the threads.
+#pragma once
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+// Built for the machine's vector width at run time (AVX-512, AVX2+FMA or baseline x86-64): the
+// steps are compute-bound on baseline SSE2 code. Other architectures get one portable build.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MMGC_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MMGC_TARGET_CLONES
+#endif
+
+namespace mmgc {
+
+// Sums run in pieces of 256 values: a short sum in T vectorizes fully (a running sum in double
+// halves the vector width and waits on each addition), and the pieces add up in double.
+constexpr int64_t kPiece = 256;
+// Work is split into blocks of whole rows of about this many values; tensors that are not
+// centralized are cut into rows of kChunk values.
+constexpr int64_t kBlockValues = 1 << 16;
+constexpr int64_t kChunk = 1 << 12;
+
+// Sum of a[j] (+ c * b[j] with kWithB) over one row of m values.
+template <typename T, bool kWithB>
+inline double row_sum(const T* __restrict__ a, const T* __restrict__ b, T c, int64_t m) {
+  double total = 0.0;
+  for (int64_t j0 = 0; j0 < m; j0 += kPiece) {
+    const int64_t j1 = std::min(m, j0 + kPiece);
+    T sum = 0;
+    if constexpr (kWithB) {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = j0; j < j1; ++j) sum += a[j] + c * b[j];
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = j0; j < j1; ++j) sum += a[j];
+    }
+    total += static_cast<double>(sum);
+  }
+  return total;
+}
+
+template <typename T>
+inline void row_add(T* __restrict__ a, T value, int64_t m) {
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) a[j] += value;
+}
+
+// One parameter of the step: its gradient, its optimizer states (momentum buffer; or exp_avg and
+// exp_avg_sq), and how its values split into rows: dim-0 slices (row_len = numel / size(0)) when
+// GC centralizes it, chunks of kChunk values otherwise.
+struct Item {
+  at::Tensor w, g;
+  std::vector<at::Tensor> states;
+  bool centralize;
+  int64_t numel, row_len;
+  double step_size, bc2_sqrt;  // Adam: lr / (1 - beta1^t), sqrt(1 - beta2^t)
+};
+
+// Rows [begin, end) of one item.
+struct Block {
+  int64_t item, begin, end;
+};
+
+// mmgc.gc.gc_applies: conv / fc weights (ndim > 1, or ndim > 3 with conv_only) with more than
+// one value per dim-0 slice.
+inline bool centralized(const at::Tensor& w, bool conv_only) {
+  return w.dim() >= (conv_only ? 4 : 2) && w.numel() > w.size(0);
+}
+
+inline bool same_layout(const at::Tensor& a, const at::Tensor& w) {
+  return a.defined() && a.device().is_cpu() && a.layout() == at::kStrided &&
+         a.scalar_type() == w.scalar_type() && a.sizes() == w.sizes() && a.strides() == w.strides();
+}
+
+// The items of a param group, or an empty vector when some tensor cannot take the kernels (not
+// CPU, not float32 / float64, gaps in memory, rows not dense, a gradient or a state laid out
+// unlike its parameter): the caller then takes the plain path for the whole group. States may be
+// undefined where `undefined_ok` (a momentum buffer before the first step).
+inline std::vector<Item> make_items(const std::vector<at::Tensor>& params,
+                                    const std::vector<at::Tensor>& grads,
+                                    const std::vector<std::vector<at::Tensor>>& states,
+                                    bool conv_only, bool undefined_ok) {
+  TORCH_CHECK(params.size() == grads.size(), "mmgc: params and grads differ in length");
+  for (const auto& s : states)
+    TORCH_CHECK(s.size() == params.size(), "mmgc: params and optimizer states differ in length");
+  std::vector<Item> items;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& w = params[i];
+    const auto dtype = w.scalar_type();
+    if (!w.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble) ||
+        w.numel() == 0 || !w.is_non_overlapping_and_dense() || !same_layout(grads[i], w))
+      return {};
+    Item item{w, grads[i], {}, centralized(w, conv_only), w.numel(), kChunk, 0.0, 0.0};
+    if (item.centralize) {
+      item.row_len = item.numel / w.size(0);
+      if (w.stride(0) != item.row_len) return {};  // dim 0 must be the outermost
+    }
+    for (const auto& s : states) {
+      if (!s[i].defined() && undefined_ok) {
+        item.states.push_back(s[i]);
+        continue;
+      }
+      if (!same_layout(s[i], w)) return {};
+      item.states.push_back(s[i]);
+    }
+    items.push_back(std::move(item));
+  }
+  return items;
+}
+
+inline int64_t row_count(const Item& item) {
+  return (item.numel + item.row_len - 1) / item.row_len;
+}
+
+// Runs fn(item, first_row, last_row) over all rows, on all threads, each thread taking about
+// the same number of values (whole rows only: a row's mean is taken by one thread).
+template <typename Fn>
+void for_blocks(const std::vector<Item>& items, const Fn& fn) {
+  std::vector<Block> blocks;
+  std::vector<int64_t> starts;  // value offset of each block, for an even split
+  int64_t total = 0;
+  for (int64_t i = 0; i < static_cast<int64_t>(items.size()); ++i) {
+    const int64_t rows = row_count(items[i]);
+    const int64_t per_block = std::max<int64_t>(1, kBlockValues / items[i].row_len);
+    for (int64_t r = 0; r < rows; r += per_block) {
+      const int64_t end = std::min(rows, r + per_block);
+      blocks.push_back({i, r, end});
+      starts.push_back(total);
+      total += std::min(items[i].numel, end * items[i].row_len) - r * items[i].row_len;
+    }
+  }
+  at::parallel_for(0, total, kBlockValues, [&](int64_t lo, int64_t hi) {
+    // The blocks that start in [lo, hi).
+    auto k = std::lower_bound(starts.begin(), starts.end(), lo) - starts.begin();
+    for (; k < static_cast<int64_t>(blocks.size()) && starts[k] < hi; ++k)
+      fn(items[blocks[k].item], blocks[k].begin, blocks[k].end);
+  });
+}
+
+// Written through raw pointers: tell autograd the tensors changed, as an in-place op would.
+inline void bump_versions(const std::vector<Item>& items) {
+  for (const auto& item : items) {
+    item.w.unsafeGetTensorImpl()->bump_version();
+    for (const auto& s : item.states) s.unsafeGetTensorImpl()->bump_version();
+  }
+}
+
+std::tuple<bool, std::vector<at::Tensor>> gc_sgd_(
+    const std::vector<at::Tensor>& params,
+    const std::vector<at::Tensor>& grads, const std::vector<c10::optional<at::Tensor>>& bufs,
+    bool conv_only, double weight_decay, double decoupled_weight_decay, double momentum,
+    double dampening, double lr, bool nesterov, bool maximize);
+
+bool gc_adam_(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+              const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+              const std::vector<at::Tensor>& steps, bool conv_only, double lr, double beta1,
+              double beta2, double eps, double weight_decay, bool decoupled, bool maximize,
+              bool centralize_update);
+
+}  // namespace mmgc
