@@ -89,5 +89,5 @@ def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
                 or (isinstance(lr, Tensor) and (lr.requires_grad or lr.device.type != 'cpu'))):
             continue
         params = [p for p in group['params'] if p.grad is not None]
-        if params:
+        if params and params[0].device.type == 'cpu':  # (the kernels check every tensor)
             yield kernels, group, params

@@ -33,7 +33,8 @@ def tool():
 def test_faster_rcnn_pair_end_to_end(tmp_path):
     data_root, work_dir = tmp_path / 'data', tmp_path / 'work'
     proc = run_tool('--model', 'faster', '--warmup', '1', '--iters', '2', '--data-root',
-                    data_root, '--work-dir', work_dir)
+                    data_root, '--work-dir', work_dir, '--cfg-options',
+                    'optim_wrapper.optimizer.fused=True')
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     out = proc.stdout
     assert 'loading annotations' not in out  # pycocotools' lines are kept out of the report
@@ -45,7 +46,9 @@ def test_faster_rcnn_pair_end_to_end(tmp_path):
                      r'OptimWrapper\(SGDGC\) \(mmgc\.optim\.\S+\), GC on$', out, re.M), out
     assert re.search(r'trainable tensors: \d+  values: [\d.]+ M  identical initial weights: yes',
                      out), out
-    assert '2 interleaved pairs (same batch of 4, alternating order) after 1 warm-up pairs' in out
+    assert "cfg options (both): {'optim_wrapper.optimizer.fused': True}" in out
+    assert ('2 interleaved pairs (same batch of 4 and same weights, alternating order) after 1 '
+            'warm-up pairs') in out
     header = next(line for line in out.splitlines() if line.startswith('variant'))
     for column in ('optimizer', 'iteration ms', 'fwd+bwd ms', 'step ms', 'ratio'):
         assert column in header
@@ -60,6 +63,8 @@ def test_faster_rcnn_pair_end_to_end(tmp_path):
         assert step < iteration and fwd_bwd < iteration and 0 < share < 100
         assert loss_first > 0 and loss_last > 0
     assert rows['baseline'][4] == 1.0
+    # The same batch and the same weights in each pair: the same loss.
+    assert rows['baseline'][5] == rows['GC'][5]
     headline = re.search(rf'with GC / without \(median of 2 same-batch pairs\): {NUMBER}  '
                          rf'\(quartiles {NUMBER} \.\. {NUMBER}', out)
     assert headline, out

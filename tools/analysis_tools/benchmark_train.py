@@ -4,7 +4,9 @@ Builds two mmengine Runners from a baseline config and its GC twin (default: the
 pair, which differ only in SGD -> SGDGC) with the same seed, so both models start with the same
 weights, on a synthetic COCO dataset written to a temporary folder. Then, batch by batch, it runs
 one ``model.train_step`` (data preprocessing, forward, backward, optimizer step) of each variant
-on a copy of the same batch, alternating which goes first, after a warm-up. It reports the median
+on a copy of the same batch, alternating which goes first, after a warm-up. Before each pair the
+GC model gets the baseline's weights (each optimizer keeps its own state), so that forward and
+backward do the same work in both and only the optimizer step differs. It reports the median
 iteration and optimizer-step times, and the median over batches of GC / baseline on the same
 batch: the end-to-end cost of GC on a training iteration.
 
@@ -167,6 +169,12 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@torch.no_grad()
+def copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    for s, t in zip(source.state_dict().values(), target.state_dict().values()):
+        t.copy_(s)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -190,6 +198,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         load = os.getloadavg()[0]  # other processes on the CPUs make the timings noisy
         start = time.perf_counter()
         for index, batch in enumerate(batches(loader, args.warmup + args.iters)):
+            # The same weights in both: forward and backward do the same work (the number of
+            # positive RoIs, say, depends on them), and only the optimizer step differs.
+            copy_weights(runs[0].model, runs[1].model)
             order = runs if index % 2 == 0 else runs[::-1]
             for variant in order:
                 variant.run(batch, args.seed + index, timed=index >= args.warmup)
@@ -214,7 +225,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'cfg options (both): {args.cfg_options}')
     print(f'trainable tensors: {len(params)}  values: {sum(p.numel() for p in params) / 1e6:.1f} M'
           f'  identical initial weights: {"yes" if identical else "NO"}')
-    print(f'{args.iters} interleaved pairs (same batch of {batch_size}, alternating order) after '
+    print(f'{args.iters} interleaved pairs (same batch of {batch_size} and same weights, '
+          f'alternating order) after '
           f'{args.warmup} warm-up pairs, {seconds:.1f} s (load average {load:.1f} before, on '
           f'{os.cpu_count()} CPUs); median per iteration')
     header = (f'{"variant":9s} {"optimizer":22s} {"iteration ms":>12s} {"fwd+bwd ms":>11s} '

@@ -51,8 +51,9 @@ inline void sgd_values(T* __restrict__ w, const T* __restrict__ g, T* __restrict
 //      the mean, buf' = momentum * buf + (1 - dampening) * d' (d' itself on the first step);
 //   B. (from cache) buf = buf' - (1 - dampening) * mean(d'), which is the buffer of the centered
 //      d, and the weight update from it (nesterov: recomputing d from g and w).
-// Alternatives measured slower: the whole step in A and the mean's share taken out of buf and w
-// in B (one more store per value), or the mean alone in A (reads the row twice from memory).
+// Alternatives measured slower (README, Performance): the whole step in A and the mean's share
+// taken out of buf and w in B (one more store per value); the mean alone in A and the whole step
+// in B; either interleaved with the next row; software prefetch of the next row.
 template <typename T, bool kMomentum, bool kNesterov, bool kFirst, bool kDecay>
 inline void sgd_row(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ b, int64_t m,
                     const SgdHyper& h) {
@@ -87,7 +88,7 @@ inline void sgd_row(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ 
 }
 
 template <typename T, bool kCentralize, bool kMomentum, bool kNesterov, bool kFirst, bool kDecay>
-MMGC_TARGET_CLONES void sgd_rows(const Item& item, int64_t begin, int64_t end,
+MMGC_TARGET_CLONES_AVX2 void sgd_rows(const Item& item, int64_t begin, int64_t end,
                                  const SgdHyper& h) {
   T* w = item.w.data_ptr<T>();
   const T* g = item.g.data_ptr<T>();
