@@ -4,8 +4,8 @@ Builds the trainable parameters of a config's model (``init_cfg=None``; default 
 R50-FPN), gives them random gradients and times ``step()`` of torch's SGD in every implementation
 the device has (for-loop, foreach, fused) against ``SGDGC``; torch's AdamW against ``AdamWGC``
 (``gc_loc='grad'`` and ``'update'``); and ``GCOptimWrapper`` around torch's SGD. Variants run
-interleaved (one step of each in turn), after a warm-up, and the median is reported with its
-ratio to the fastest torch variant of the same family.
+interleaved (one step of each in turn, in a new random order each round) after a warm-up; the
+median is reported with its ratio to the fastest torch variant of the same family.
 
     python tools/analysis_tools/benchmark_optimizer.py                       # CPU, Faster R-CNN
     python tools/analysis_tools/benchmark_optimizer.py CONFIG --device cuda --repeats 50
@@ -13,6 +13,7 @@ ratio to the fastest torch variant of the same family.
 """
 import argparse
 import os
+import random
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
@@ -128,8 +129,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             p.grad = g.clone()
         runs[name] = (family, baseline, factory(params))
     times: Dict[str, List[float]] = {name: [] for name in runs}
+    order = list(runs)
+    shuffle = random.Random(0).shuffle
     for round_ in range(args.warmup + args.repeats):
-        for name, (_, _, optimizer) in runs.items():
+        shuffle(order)  # no variant always runs after the same one (caches, memory state)
+        for name in order:
+            optimizer = runs[name][2]
             sync()
             start = time.perf_counter()
             optimizer.step()
@@ -150,7 +155,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f'device: {args.device} ({device}, {torch.get_num_threads()} threads)  '
           f'torch {torch.__version__}  mmgc {mmgc.__version__}')
     print(f'model: {args.config}  trainable tensors: {len(params0)}  values: {numel / 1e6:.1f} M')
-    print(f'{args.repeats} interleaved rounds after {args.warmup} warm-up rounds; median per step')
+    print(f'{args.repeats} interleaved rounds (random order) after {args.warmup} warm-up rounds; '
+          'median per step')
     header = (f'{"variant":34s} {"ms/step":>9s} {"ratio":>7s} {"ratio q1-q3":>13s} '
               f'{"peak extra MiB":>15s} {"held extra MiB":>15s}')
     print(header)
