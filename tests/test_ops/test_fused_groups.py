@@ -101,3 +101,33 @@ def test_float32_and_float64_weights_in_one_adam_group():
     for p in groups[0]['params']:
         p.grad = torch.ones_like(p)
     assert AdamWGC(groups, lr=0.1)._fused_step() == groups[0]['params']
+
+
+@pytest.mark.parametrize('cls,options', OPTIMIZERS)
+def test_results_do_not_depend_on_the_thread_count(cls, options, monkeypatch):
+    """The threads take blocks of whole rows from a queue, in whatever order they come to them;
+    each row's mean is still taken by one thread, so the step is the same to the bit."""
+    def make_params():
+        gen = torch.Generator().manual_seed(5)
+        shapes = [(300, 1000), (64, 3, 7, 7), (7, ), (3, 70000), (130000, ), (16, 8)]
+        return [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            params = make_params()
+            optimizer = cls(params, **options)
+            monkeypatch.setattr(optimizer, '_torch_step', lambda: pytest.fail('plain path'))
+            gen = torch.Generator().manual_seed(6)
+            for _ in range(3):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=gen)
+                optimizer.step()
+            results.append(params)
+    finally:
+        torch.set_num_threads(threads)
+    for params in results[1:]:
+        for p, q in zip(params, results[0]):
+            assert torch.equal(p, q)
