@@ -128,9 +128,9 @@ inline int64_t row_count(const Item& item) {
 
 // Runs fn(item, first_row, last_row) over all rows, in blocks of whole rows (a row's mean is
 // taken by one thread) of about kBlockValues values. The threads take the blocks from a shared
-// queue: a centralized row costs more than the same values of a bias, and long rows (fc weights)
-// more than short ones, so an even split of the values (at::parallel_for) leaves one thread
-// waiting; this measured 1-2% faster on the whole step of a Faster R-CNN.
+// queue: a centralized row costs more than the same number of bias values, so an even split of
+// the values (at::parallel_for) left one thread waiting; the queue measured 1-2% faster on the
+// whole SGD step of a Faster R-CNN.
 template <typename Fn>
 void for_blocks(const std::vector<Item>& items, const Fn& fn) {
   std::vector<Block> blocks;
