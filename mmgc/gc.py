@@ -8,7 +8,10 @@ This module is the only place in mmgc that takes a slice mean in Python. Everyth
 GC optimizers, the GC optim wrappers) calls :func:`centralize_` or :func:`centralized_update`;
 the one exception is the fused CPU kernels of ``SGDGC`` / ``SGDWGC`` / ``AdamGC`` / ``AdamWGC``
 (``mmgc/ops``), which take the same means inside the step (with the same rule for which tensors
-are centralized, ``centralized()`` in ``gc_cpu.h``) and are tested against this module.
+are centralized, ``centralized()`` in ``gc_cpu.h``) and are tested against this module. On CPU,
+float32 / float64 tensors whose dim-0 slices are whole blocks of memory, :func:`centralize_`
+itself runs a compiled kernel (``gc_centralize_cpu.cpp``) that reads and writes each value once;
+``fast=False`` never does.
 
 Which tensors are centralized (see :func:`gc_applies`): ``ndim > 1`` (conv and fc weights), or
 ``ndim > 3`` with ``conv_only=True``; never 1-D tensors, and never slices of a single element
@@ -28,6 +31,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from mmgc.ops import cpu_kernels
 
 __all__ = ['gc_applies', 'centralize_', 'centralized_update']
 
@@ -64,6 +69,14 @@ def _subtract_(tensors: Sequence[Tensor], means: Sequence[Tensor], fast: bool) -
     torch._foreach_sub_(list(tensors), list(means))
 
 
+def _centralized_in_kernel_(tensors: List[Tensor], params: List[Tensor], decay: float) -> bool:
+    """The CPU kernel's centralization, when it takes all of ``tensors`` (else nothing done)."""
+    if tensors[0].device.type != 'cpu':
+        return False
+    kernels = cpu_kernels()
+    return kernels is not None and kernels.gc_centralize_(tensors, params, decay)
+
+
 def _select(tensors: Sequence[Tensor], conv_only: bool) -> List[int]:
     return [i for i, t in enumerate(tensors) if gc_applies(t, conv_only)]
 
@@ -87,8 +100,9 @@ def centralize_(tensors: Sequence[Tensor],
         conv_only: centralize only tensors with ``ndim > 3`` (the authors' ``*_GCC``).
         params: tensors paired with ``tensors``; needed when ``decay != 0``.
         decay: coefficient of ``params`` inside the mean.
-        fast: the grouped implementation; ``False`` runs the plain per-tensor reference path
-            (float64 accumulation), kept for checking the fast one.
+        fast: the grouped implementation (on CPU, the compiled kernel where it applies);
+            ``False`` runs the plain per-tensor reference path (float64 accumulation), kept for
+            checking the fast one.
     """
     index = _select(tensors, conv_only)
     if not index:
@@ -98,11 +112,14 @@ def centralize_(tensors: Sequence[Tensor],
         if t.is_sparse:
             raise ValueError('Gradient Centralization does not support sparse tensors '
                              f'(got one of shape {tuple(t.shape)})')
+    if decay != 0 and params is None:
+        raise ValueError('centralize_: decay != 0 needs the params paired with tensors')
+    paired = [params[i] for i in index] if decay != 0 else []
+    if fast and _centralized_in_kernel_(selected, paired, decay):
+        return
     means = _slice_means(selected, fast)
     if decay != 0:
-        if params is None:
-            raise ValueError('centralize_: decay != 0 needs the params paired with tensors')
-        param_means = _slice_means([params[i] for i in index], fast)
+        param_means = _slice_means(paired, fast)
         if fast:
             torch._foreach_add_(means, param_means, alpha=decay)
         else:

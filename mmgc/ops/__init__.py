@@ -1,4 +1,5 @@
-"""Compiled fast paths: fused GC + optimizer-step kernels for CPU tensors (SGD(W), Adam(W)).
+"""Compiled fast paths for CPU tensors: fused GC + optimizer-step kernels (SGD(W), Adam(W)) and
+the GC operator in one visit of each row (the fast path of :func:`mmgc.gc.centralize_`).
 
 Built on first use with torch's C++ extension loader (a C++20 compiler is needed; about a
 minute, once per torch version: the build is cached in ``$TORCH_EXTENSIONS_DIR`` or
@@ -20,7 +21,8 @@ from torch import Tensor
 __all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels']
 
 _CSRC = Path(__file__).parent / 'csrc'
-_SOURCES = [_CSRC / name for name in ('bindings.cpp', 'gc_sgd_cpu.cpp', 'gc_adam_cpu.cpp')]
+_SOURCES = [_CSRC / name for name in ('bindings.cpp', 'gc_sgd_cpu.cpp', 'gc_adam_cpu.cpp',
+                                        'gc_centralize_cpu.cpp')]
 _HEADER = _CSRC / 'gc_cpu.h'
 _state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', module=None,
                     failed=False)

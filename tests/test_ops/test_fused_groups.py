@@ -43,7 +43,8 @@ def test_one_unsupported_tensor_sends_its_group_to_the_plain_path(cls, options, 
     (fast, fast_params), (plain, plain_params) = step_twins(cls, options, make_groups)
     assert fast._fused_step() == []                   # the kernel refuses the group ...
     for f, p in zip(fast_params, plain_params):       # ... and nothing was stepped twice
-        assert torch.equal(f, p)
+        # (the same steps; the means may be summed by centralize_'s kernel or by torch)
+        assert ((f - p).norm() / p.norm()).item() <= 1e-6
 
 
 @pytest.mark.parametrize('cls,options', OPTIMIZERS)

@@ -4,4 +4,5 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gc_sgd_", &mmgc::gc_sgd_, "Fused Gradient Centralization + SGD(W) step (CPU)");
   module.def("gc_adam_", &mmgc::gc_adam_, "Fused Gradient Centralization + Adam(W) step (CPU)");
+  module.def("gc_centralize_", &mmgc::gc_centralize_, "Gradient Centralization in place (CPU)");
 }

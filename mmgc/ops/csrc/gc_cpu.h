@@ -167,6 +167,9 @@ std::tuple<bool, std::vector<at::Tensor>> gc_sgd_(
     bool conv_only, double weight_decay, double decoupled_weight_decay, double momentum,
     double dampening, double lr, bool nesterov, bool maximize);
 
+bool gc_centralize_(const std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& params,
+                    double decay);
+
 bool gc_adam_(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
               const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
               const std::vector<at::Tensor>& steps, bool conv_only, double lr, double beta1,
