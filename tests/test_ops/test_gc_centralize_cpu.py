@@ -67,7 +67,7 @@ def test_kernel_refuses_what_it_cannot_take_and_changes_nothing(odd):
 
 
 def test_centralize_takes_the_kernel_on_cpu(monkeypatch):
-    """centralize_ calls the kernel (and torch's means only where the kernel is off)."""
+    """centralize_ calls the kernel on CPU; its reference path (fast=False) never does."""
     calls = []
     kernels = cpu_kernels()
 
