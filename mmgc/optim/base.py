@@ -9,29 +9,11 @@ from torch.optim import Optimizer
 
 from mmgc.gc import centralize_, centralized_update
 
-#: The GC options, with their defaults. Each is a constructor argument of every GC optimizer
-#: and GC optim wrapper, and a key that a param group may override.
-GC_DEFAULTS: Dict[str, Any] = dict(use_gc=True, gc_conv_only=False, gc_loc='grad')
-GC_LOCS = ('grad', 'update')
+from .options import (GC_DEFAULTS, GC_LOCS, adopt_loaded_gc_options, check_hyperparameters,
+                      check_option_types, normalize_gc_options, refuse_misspelled_gc_options)
 
-
-def normalize_gc_options(owner: str, options: Dict[str, Any],
-                         gc_locs: Iterable[str] = GC_LOCS) -> Dict[str, Any]:
-    """Checks GC options and spells ``gc_loc=True/False`` (the authors' spelling) as
-    ``'grad'/'update'``. Raises ``ValueError`` naming the option and the value."""
-    gc_locs = tuple(gc_locs)
-    options = dict(options)
-    for key in ('use_gc', 'gc_conv_only'):
-        if key in options and not isinstance(options[key], bool):
-            raise ValueError(f'{owner}: {key} must be True or False, got {options[key]!r}')
-    if 'gc_loc' in options:
-        loc = options['gc_loc']
-        if isinstance(loc, bool):
-            loc = 'grad' if loc else 'update'
-        if loc not in gc_locs:
-            raise ValueError(f'{owner}: gc_loc must be one of {gc_locs}, got {options["gc_loc"]!r}')
-        options['gc_loc'] = loc
-    return options
+__all__ = ['GC_DEFAULTS', 'GC_LOCS', 'GCOptimizer', 'gc_step', 'is_gc_optimizer',
+           'normalize_gc_options']
 
 
 @contextmanager
@@ -56,25 +38,6 @@ def gc_step(param_groups: Iterable[dict],
                 decay = decay_of(group) if decay_of is not None else 0.0
                 centralize_([p.grad for p in params], conv_only, params=params, decay=decay)
         yield
-
-
-def _check_hyperparameters(owner: str, values: Dict[str, Any]) -> None:
-    """Clear errors for the hyperparameters torch's optimizers share."""
-    for name in ('lr', 'momentum', 'weight_decay', 'eps', 'lr_decay', 'dampening',
-                 'initial_accumulator_value'):
-        value = values.get(name)
-        if value is not None and not isinstance(value, bool) and float(value) < 0:
-            raise ValueError(f'{owner}: {name} must be >= 0, got {value!r}')
-    betas = values.get('betas')
-    if betas is not None:
-        for i, beta in enumerate(betas):
-            if not 0.0 <= float(beta) < 1.0:
-                raise ValueError(f'{owner}: betas[{i}] must be in [0, 1), got betas={betas!r}')
-    if values.get('nesterov') and (values.get('momentum', 0) <= 0
-                                   or values.get('dampening', 0) != 0):
-        raise ValueError(f'{owner}: nesterov=True needs momentum > 0 and dampening == 0, got '
-                         f'momentum={values.get("momentum")!r}, '
-                         f'dampening={values.get("dampening")!r}')
 
 
 class GCOptimizer:
@@ -102,35 +65,52 @@ class GCOptimizer:
     def __init__(self, params: Any, *args: Any, use_gc: bool = True,
                  gc_conv_only: bool = False, gc_loc: Any = 'grad', **kwargs: Any) -> None:
         owner = type(self).__name__
-        signature = inspect.signature(self._torch_optimizer.__init__)
-        bound = signature.bind(self, params, *args, **kwargs)
-        bound.apply_defaults()
-        _check_hyperparameters(owner, bound.arguments)
-        if bound.arguments.get('differentiable'):
-            raise ValueError(f'{owner}: differentiable=True is not supported')
-        self._gc_defaults = normalize_gc_options(
+        try:
+            bound = inspect.signature(self._torch_optimizer.__init__).bind(
+                self, params, *args, **kwargs)
+        except TypeError:
+            bound = None  # torch's own constructor raises its own error below
+        if bound is not None:
+            # Only what torch would trip over by accident: its own checks and messages follow.
+            check_option_types(owner, bound.arguments)
+        # Read by add_param_group while torch's constructor adds the groups; in self.defaults
+        # (so in copies and pickles too) once it has.
+        self._gc_init_defaults = normalize_gc_options(
             owner, dict(use_gc=use_gc, gc_conv_only=gc_conv_only, gc_loc=gc_loc), self.gc_locs)
         super().__init__(params, *args, **kwargs)  # type: ignore[call-arg]
-        self.defaults.update(self._gc_defaults)
+        self.defaults.update(self.__dict__.pop('_gc_init_defaults'))
         # GradScaler must unscale before GC sees the gradients (fused torch steps would
         # otherwise receive scaled ones).
         self._step_supports_amp_scaling = False
 
+    def _gc_option_defaults(self) -> Dict[str, Any]:
+        pending = self.__dict__.get('_gc_init_defaults')
+        if pending is not None:
+            return pending
+        return {key: self.defaults.get(key, value)  # type: ignore[attr-defined]
+                for key, value in GC_DEFAULTS.items()}
+
     def add_param_group(self, param_group: dict) -> None:
-        for key, value in self._gc_defaults.items():
-            param_group.setdefault(key, value)
-        owner = type(self).__name__
-        param_group.update(normalize_gc_options(owner, param_group, self.gc_locs))
-        _check_hyperparameters(owner, param_group)
+        if isinstance(param_group, dict):  # (torch refuses anything else)
+            owner = f'{type(self).__name__} param group {len(self.param_groups)}'  # type: ignore
+            refuse_misspelled_gc_options(owner, param_group)
+            for key, value in self._gc_option_defaults().items():
+                param_group.setdefault(key, value)
+            param_group.update(normalize_gc_options(owner, param_group, self.gc_locs))
+            effective = {**self.defaults, **param_group}  # type: ignore[attr-defined]
+            check_hyperparameters(owner, effective)
+            if effective.get('differentiable') and effective['use_gc']:
+                raise ValueError(f'{owner}: differentiable=True needs use_gc=False (GC changes '
+                                 'the gradients in place, outside autograd)')
         super().add_param_group(param_group)  # type: ignore[misc]
 
     def __setstate__(self, state: dict) -> None:
-        # A torch optimizer's state dict has no GC keys: its groups get this optimizer's.
+        # Called by load_state_dict with the loaded groups while self.param_groups still holds
+        # the configured ones, and by copy / pickle (no configured groups then).
+        configured = self.__dict__.get('param_groups')
         super().__setstate__(state)  # type: ignore[misc]
-        for group in self.param_groups:  # type: ignore[attr-defined]
-            for key, value in self.defaults.items():  # type: ignore[attr-defined]
-                if key in GC_DEFAULTS:
-                    group.setdefault(key, value)
+        adopt_loaded_gc_options(type(self).__name__, self.param_groups,  # type: ignore
+                                configured, self._gc_option_defaults(), self.gc_locs)
 
     def _gc_decay(self, group: dict) -> float:
         """The coefficient of ``w`` in what the torch step treats as the gradient."""

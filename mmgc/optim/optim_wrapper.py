@@ -1,11 +1,12 @@
 """Optim wrappers that add Gradient Centralization to any optimizer."""
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-from .base import GC_DEFAULTS, gc_step, is_gc_optimizer, normalize_gc_options
+from .base import GC_DEFAULTS, gc_step, is_gc_optimizer
+from .options import adopt_loaded_gc_options, normalize_gc_options, refuse_misspelled_gc_options
 
 
 class GCWrapperMixin:
@@ -21,9 +22,24 @@ class GCWrapperMixin:
                 f'with {owner}')
         self.gc_defaults = normalize_gc_options(
             owner, dict(use_gc=use_gc, gc_conv_only=gc_conv_only, gc_loc=gc_loc))
-        for group in self.optimizer.param_groups:
-            group.update(normalize_gc_options(
-                owner, {k: group[k] for k in GC_DEFAULTS if k in group}))
+        # Every group states its GC options, so that they are saved with the optimizer and a
+        # resumed run takes them from the checkpoint, as it does a GC optimizer's.
+        for index, group in enumerate(self.optimizer.param_groups):
+            where = f'{owner} param group {index}'
+            refuse_misspelled_gc_options(where, group)
+            group.update({**self.gc_defaults, **normalize_gc_options(where, group)})
+
+    def _configured_groups(self) -> List[dict]:
+        return [{key: group[key] for key in GC_DEFAULTS if key in group}
+                for group in self.optimizer.param_groups]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads as the wrapper without GC, then checks the loaded GC options (the checkpoint's
+        win over the config's, with a warning where they differ)."""
+        configured = self._configured_groups()
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        adopt_loaded_gc_options(type(self).__name__, self.optimizer.param_groups, configured,
+                                self.gc_defaults)
 
     @contextmanager
     def gc_context(self) -> Iterator[None]:
@@ -62,9 +78,9 @@ class GCOptimWrapper(GCWrapperMixin, OptimWrapper):
     Param groups may override the three GC options (see ``GCOptimWrapperConstructor``).
     """
 
-    def __init__(self, *, use_gc: bool = True, gc_conv_only: bool = False,
+    def __init__(self, *args: Any, use_gc: bool = True, gc_conv_only: bool = False,
                  gc_loc: Any = 'grad', **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(*args, **kwargs)
         self._init_gc(use_gc, gc_conv_only, gc_loc)
 
     def step(self, **kwargs: Any) -> None:
@@ -89,9 +105,9 @@ class AmpGCOptimWrapper(GCWrapperMixin, AmpOptimWrapper):
             loss_scale='dynamic')
     """
 
-    def __init__(self, *, use_gc: bool = True, gc_conv_only: bool = False,
+    def __init__(self, *args: Any, use_gc: bool = True, gc_conv_only: bool = False,
                  gc_loc: Any = 'grad', **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(*args, **kwargs)
         self._init_gc(use_gc, gc_conv_only, gc_loc)
 
     def step(self, **kwargs: Any) -> None:

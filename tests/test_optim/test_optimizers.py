@@ -251,34 +251,6 @@ def test_params_without_grad_are_skipped():
     assert torch.equal(without, before)
 
 
-BAD_ARGUMENTS = [
-    (SGDGC, dict(lr=-0.1), r'lr must be >= 0, got -0\.1'),
-    (SGDGC, dict(lr=0.1, momentum=-0.9), r'momentum must be >= 0, got -0\.9'),
-    (SGDWGC, dict(lr=0.1, weight_decay=-1e-4), r'weight_decay must be >= 0, got -0\.0001'),
-    (AdamGC, dict(lr=0.1, betas=(1.0, 0.999)), r'betas\[0\] must be in \[0, 1\)'),
-    (AdamWGC, dict(lr=0.1, betas=(0.9, -0.1)), r'betas\[1\] must be in \[0, 1\)'),
-    (AdamGC, dict(lr=0.1, gc_loc='weights'), r"gc_loc must be one of \('grad', 'update'\), "
-     r"got 'weights'"),
-    (SGDGC, dict(lr=0.1, gc_loc='update'), r"SGDGC: gc_loc must be one of \('grad',\)"),
-    (AdagradGC, dict(lr=0.1, use_gc='yes'), r"use_gc must be True or False, got 'yes'"),
-    (SGDGC, dict(lr=0.1, nesterov=True), r'nesterov=True needs momentum > 0 and dampening == 0,'
-     r' got momentum=0, dampening=0'),
-]
-
-
-@pytest.mark.parametrize('cls,kwargs,message', BAD_ARGUMENTS,
-                         ids=[m.split(' ')[0] for _, _, m in BAD_ARGUMENTS])
-def test_bad_arguments_name_the_argument_and_value(cls, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        cls(make_params(), **kwargs)
-
-
-def test_bad_param_group_option_is_refused():
-    params = make_params()
-    with pytest.raises(ValueError, match=r"gc_loc must be one of .* got 'both'"):
-        AdamGC([dict(params=params[:2]), dict(params=params[2:], gc_loc='both')], lr=0.1)
-
-
 def test_sparse_gradient_is_refused_with_the_parameter_shape():
     embedding = torch.nn.Embedding(10, 3, sparse=True)
     optimizer = SGDGC(embedding.parameters(), lr=0.1)
