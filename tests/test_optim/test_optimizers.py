@@ -257,3 +257,21 @@ def test_sparse_gradient_is_refused_with_the_parameter_shape():
     embedding(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(ValueError, match=r'sparse.*\(10, 3\)'):
         optimizer.step()
+
+
+@pytest.mark.parametrize('kernels', [True, False], ids=['fused-kernels', 'plain-path'])
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_a_non_finite_gradient_value_spreads_to_its_slice_only(bad, kernels):
+    """As README says: the slice mean of a slice with a NaN / Inf value is not finite, so GC
+    makes that whole output channel non-finite (torch alone: that one weight); other slices and
+    tensors stay finite."""
+    params = make_params()
+    optimizer = SGDGC(params, lr=0.1, momentum=0.9)
+    set_grads(params, 0)
+    params[0].grad[1, 0, 0, 0] = bad
+    with fused_kernels(kernels):
+        optimizer.step()
+    finite = torch.isfinite(params[0].detach())
+    assert not finite[1].any()
+    assert finite[0].all() and finite[2:].all()
+    assert all(torch.isfinite(p.detach()).all() for p in params[1:])
