@@ -1,12 +1,17 @@
 # mmgc's test tool: mmdet's tools/test.py (same flags, same Runner, same logs) plus
 #   - `import mmgc`, so a GC config's checkpoint loads under torch >= 2.6 even for a config
 #     without `custom_imports`;
-#   - `--launcher pytorch` without CUDA: the process group is initialized on gloo.
+#   - `--launcher pytorch` without CUDA: the process group is initialized on gloo;
+#   - one error line, before the Runner is built, where the run cannot work: mmdet missing, a
+#     checkpoint that is missing, damaged or refused by torch's safe loading, a missing data root
+#     or annotation file.
 import argparse
 import os
 import os.path as osp
+import sys
 import warnings
 from copy import deepcopy
+from types import SimpleNamespace
 
 # setuptools' notice about mmengine's `import pkg_resources` is noise on every start.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -15,12 +20,9 @@ from mmengine import ConfigDict  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdet.engine.hooks.utils import trigger_visualization_hook  # noqa: E402
-from mmdet.evaluation import DumpDetResults  # noqa: E402
-from mmdet.registry import RUNNERS  # noqa: E402
-from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
-
-from mmgc.utils import init_cpu_distributed  # noqa: E402
+from mmgc.utils import (MMDET_INSTALL, RunCheckError, check_datasets,  # noqa: E402
+                        check_load_from, import_error_message, init_cpu_distributed,
+                        run_dataloaders)
 
 
 def parse_args():
@@ -69,6 +71,26 @@ def parse_args():
     return args
 
 
+def fail(message):
+    """Ends the run with one line on stderr (no traceback) and exit status 2, as argparse."""
+    print(f'{osp.basename(sys.argv[0])}: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def import_mmdet():
+    """What this tool takes from mmdet (imported here only), or one error line without it."""
+    try:
+        from mmdet.engine.hooks.utils import trigger_visualization_hook
+        from mmdet.evaluation import DumpDetResults
+        from mmdet.registry import RUNNERS
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+    except (ImportError, AssertionError) as error:  # mmdet asserts its mmcv version
+        fail(import_error_message('mmdet', error, MMDET_INSTALL))
+    return SimpleNamespace(
+        trigger_visualization_hook=trigger_visualization_hook, DumpDetResults=DumpDetResults,
+        RUNNERS=RUNNERS, setup_cache_size_limit_of_dynamo=setup_cache_size_limit_of_dynamo)
+
+
 def default_tta(cfg):
     """mmdet's default test-time augmentation (flip) where the config defines none."""
     if 'tta_model' not in cfg:
@@ -107,9 +129,10 @@ def default_tta(cfg):
 
 def main():
     args = parse_args()
+    mmdet = import_mmdet()
 
     # Reduce the number of repeated compilations and improve testing speed.
-    setup_cache_size_limit_of_dynamo()
+    mmdet.setup_cache_size_limit_of_dynamo()
 
     # load config
     cfg = Config.fromfile(args.config)
@@ -127,10 +150,17 @@ def main():
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
+        cfg = mmdet.trigger_visualization_hook(cfg, args)
 
     if args.tta:
         default_tta(cfg)
+
+    # What the run reads must be there, before anything is built: the checkpoint, the data.
+    try:
+        check_load_from(cfg, '')
+        check_datasets(cfg, run_dataloaders(cfg, 'test'))
+    except RunCheckError as error:
+        fail(str(error))
 
     # --launcher pytorch without CUDA: gloo, initialized before the Runner (which then skips
     # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
@@ -143,14 +173,14 @@ def main():
     else:
         # build customized runner from the registry
         # if 'runner_type' is set in the cfg
-        runner = RUNNERS.build(cfg)
+        runner = mmdet.RUNNERS.build(cfg)
 
     # add `DumpResults` dummy metric
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), \
             'The dump file must be a pkl file.'
         runner.test_evaluator.metrics.append(
-            DumpDetResults(out_file_path=args.out))
+            mmdet.DumpDetResults(out_file_path=args.out))
 
     # start testing
     runner.test()

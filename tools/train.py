@@ -3,7 +3,10 @@
 #     under torch >= 2.6 even for a config without `custom_imports`;
 #   - `--amp` for GC configs: OptimWrapper -> AmpOptimWrapper, GCOptimWrapper ->
 #     AmpGCOptimWrapper, and one clear error line where no CUDA/NPU/MLU/MUSA device exists;
-#   - `--launcher pytorch` without CUDA: the process group is initialized on gloo.
+#   - `--launcher pytorch` without CUDA: the process group is initialized on gloo;
+#   - one error line, before the Runner is built, where the run cannot work: mmdet missing, a
+#     checkpoint to resume from that is missing, damaged or refused by torch's safe loading, a
+#     missing data root or annotation file, or another training running into the same work dir.
 import argparse
 import os
 import os.path as osp
@@ -18,10 +21,10 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
-
-from mmgc.utils import (amp_device_available, amp_optim_wrapper,  # noqa: E402
-                        init_cpu_distributed)
+from mmgc.utils import (MMDET_INSTALL, RunCheckError, amp_device_available,  # noqa: E402
+                        amp_optim_wrapper, check_datasets, check_last_checkpoint,
+                        check_load_from, import_error_message, init_cpu_distributed,
+                        lock_work_dir, run_dataloaders)
 
 
 def parse_args():
@@ -77,8 +80,18 @@ def fail(message):
     sys.exit(2)
 
 
+def import_mmdet():
+    """What this tool takes from mmdet (imported here only), or one error line without it."""
+    try:
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+    except (ImportError, AssertionError) as error:  # mmdet asserts its mmcv version
+        fail(import_error_message('mmdet', error, MMDET_INSTALL))
+    return setup_cache_size_limit_of_dynamo
+
+
 def main():
     args = parse_args()
+    setup_cache_size_limit_of_dynamo = import_mmdet()
 
     # Checked first, before the config (and what it imports) is loaded.
     if args.amp and not amp_device_available():
@@ -129,21 +142,33 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
-    # --launcher pytorch without CUDA: gloo, initialized before the Runner (which then skips
-    # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
-    init_cpu_distributed(cfg, args.launcher)
+    # What the run reads must be there, before anything is built: the datasets, the checkpoint
+    # to resume from (or load); then this run takes the work dir (one training at a time), and
+    # under that lock the work dir's last_checkpoint (--resume alone) is read.
+    try:
+        check_datasets(cfg, run_dataloaders(cfg, 'train'))
+        check_load_from(cfg, '--resume' if args.resume not in (None, 'auto') else 'load_from')
+        work_dir_lock = lock_work_dir(cfg.work_dir, args.launcher)
+        check_last_checkpoint(cfg)
+    except RunCheckError as error:
+        fail(str(error))
 
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
-    else:
-        # build customized runner from the registry
-        # if 'runner_type' is set in the cfg
-        runner = RUNNERS.build(cfg)
+    with work_dir_lock:  # held until the run ends
+        # --launcher pytorch without CUDA: gloo, initialized before the Runner (which then skips
+        # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
+        init_cpu_distributed(cfg, args.launcher)
 
-    # start training
-    runner.train()
+        # build the runner from config
+        if 'runner_type' not in cfg:
+            # build the default runner
+            runner = Runner.from_cfg(cfg)
+        else:
+            # build customized runner from the registry
+            # if 'runner_type' is set in the cfg
+            runner = RUNNERS.build(cfg)
+
+        # start training
+        runner.train()
 
 
 if __name__ == '__main__':
