@@ -18,7 +18,13 @@ Which tensors are centralized (see :func:`gc_applies`): ``ndim > 1`` (conv and f
 (``M == 1``), where ``Phi`` would be the zero map and freeze the weight. ConvTranspose weights are
 ``(C_in, C_out / groups, k...)``: like the authors' code, mmgc centralizes their dim-0 slices.
 Any memory layout works (channels_last included); means of fp16 / bf16 tensors are accumulated
-in float32.
+in float32. A tensor listed twice is centralized once.
+
+Sharded tensors: a ``DTensor`` whose dim-0 slices are whole on every rank (placements
+``Shard(0)`` or ``Replicate``, as FSDP2's ``fully_shard`` makes them, uneven or empty shards
+included) is centralized through its local shard, with no communication. A ``DTensor`` that splits
+a slice across ranks (``Shard(d)`` with ``d > 0``, ``Partial``) is refused with a ``ValueError``:
+the slice means would need the other ranks' values.
 
 Example::
 
@@ -32,7 +38,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from mmgc.ops import cpu_kernels
+from mmgc.ops import cpu_kernels, kernel_tensor
 
 __all__ = ['gc_applies', 'centralize_', 'centralized_update']
 
@@ -70,15 +76,77 @@ def _subtract_(tensors: Sequence[Tensor], means: Sequence[Tensor], fast: bool) -
 
 
 def _centralized_in_kernel_(tensors: List[Tensor], params: List[Tensor], decay: float) -> bool:
-    """The CPU kernel's centralization, when it takes all of ``tensors`` (else nothing done)."""
-    if tensors[0].device.type != 'cpu':
+    """The CPU kernel's centralization, when it takes all of ``tensors`` (else nothing done).
+    Tensor subclasses (``DTensor``, ...), meta and sparse tensors never reach it (see
+    :func:`mmgc.ops.kernel_tensor`)."""
+    if not all(map(kernel_tensor, tensors)) or not all(map(kernel_tensor, params)):
         return False
     kernels = cpu_kernels()
     return kernels is not None and kernels.gc_centralize_(tensors, params, decay)
 
 
+def _dtensor_type() -> Optional[type]:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch without distributed support
+        return None
+    return DTensor
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _whole_slices_local(tensor: Tensor) -> Tensor:
+    """``tensor`` itself, or for a ``DTensor`` whose dim-0 slices are whole on each rank, the
+    shard this rank holds (a view of its memory: centralizing it centralizes the DTensor).
+    Raises ``ValueError`` for a ``DTensor`` that splits slices across ranks."""
+    if type(tensor) in _PLAIN:
+        return tensor
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(tensor, dtensor):
+        return tensor
+    from torch.distributed.tensor import Replicate, Shard
+    for placement in tensor.placements:
+        whole = isinstance(placement, Replicate) or (isinstance(placement, Shard)
+                                                     and placement.dim == 0)
+        if not whole:
+            raise ValueError(
+                'Gradient Centralization needs every dim-0 slice of a DTensor whole on one rank '
+                f'(placements Shard(0) or Replicate); got placements {tuple(tensor.placements)} '
+                f'for a tensor of shape {tuple(tensor.shape)}')
+    return tensor.to_local()
+
+
+def _local_pairs(tensors: List[Tensor], params: List[Tensor]) -> tuple:
+    """:func:`_whole_slices_local` of ``tensors`` (and of their ``params``, which must be laid
+    out alike), less the tensors with no rows on this rank."""
+    if all(type(t) in _PLAIN for t in tensors) and all(type(p) in _PLAIN for p in params):
+        return tensors, params  # (every step of the plain path comes here: keep it short)
+    for t, p in zip(tensors, params):
+        layouts = [(getattr(x, 'device_mesh', None), tuple(getattr(x, 'placements', ())))
+                   for x in (t, p)]
+        if layouts[0] != layouts[1]:
+            raise ValueError('centralize_: a tensor and its param must be sharded alike, got '
+                             f'placements {layouts[0][1]} and {layouts[1][1]}')
+    local = [_whole_slices_local(t) for t in tensors]
+    local_params = [_whole_slices_local(p) for p in params]
+    keep = [i for i, t in enumerate(local) if t.numel() > 0]
+    if len(keep) < len(local):
+        local = [local[i] for i in keep]
+        local_params = [local_params[i] for i in keep] if params else []
+    return local, local_params
+
+
 def _select(tensors: Sequence[Tensor], conv_only: bool) -> List[int]:
-    return [i for i, t in enumerate(tensors) if gc_applies(t, conv_only)]
+    """Indices of the tensors GC centralizes, each distinct tensor once (its first occurrence):
+    a tensor listed twice (a parameter twice in a param group) must lose its means once."""
+    seen = set()
+    index = []
+    for i, t in enumerate(tensors):
+        if id(t) not in seen and gc_applies(t, conv_only):
+            seen.add(id(t))
+            index.append(i)
+    return index
 
 
 @torch.no_grad()
@@ -96,7 +164,8 @@ def centralize_(tensors: Sequence[Tensor],
     (GC after L2 decay, as the paper's Sec. 3.4) without a temporary ``g + wd * w``.
 
     Args:
-        tensors: gradients (or any tensors); ineligible ones (see :func:`gc_applies`) are skipped.
+        tensors: gradients (or any tensors); ineligible ones (see :func:`gc_applies`) are skipped,
+            and a tensor listed twice is centralized once.
         conv_only: centralize only tensors with ``ndim > 3`` (the authors' ``*_GCC``).
         params: tensors paired with ``tensors``; needed when ``decay != 0``.
         decay: coefficient of ``params`` inside the mean.
@@ -109,12 +178,15 @@ def centralize_(tensors: Sequence[Tensor],
         return
     selected = [tensors[i] for i in index]
     for t in selected:
-        if t.is_sparse:
+        if t.layout != torch.strided:
             raise ValueError('Gradient Centralization does not support sparse tensors '
-                             f'(got one of shape {tuple(t.shape)})')
+                             f'(got a {t.layout} tensor of shape {tuple(t.shape)})')
     if decay != 0 and params is None:
         raise ValueError('centralize_: decay != 0 needs the params paired with tensors')
     paired = [params[i] for i in index] if decay != 0 else []
+    selected, paired = _local_pairs(selected, paired)
+    if not selected:
+        return
     if fast and _centralized_in_kernel_(selected, paired, decay):
         return
     means = _slice_means(selected, fast)
@@ -135,22 +207,25 @@ def centralized_update(params: Sequence[Tensor],
     """Centralize whatever step the ``with`` body applies to ``params``.
 
     On exit every eligible parameter becomes ``w_old + Phi(w_new - w_old)``: its slice means are
-    those it had on entry. Only the slice means of ``w_old`` are kept, and only while the body
-    runs. This is GC on the update (``gc_loc='update'``) of any optimizer::
+    those it had on entry (a parameter listed twice is counted once). Only the slice means of
+    ``w_old`` are kept, and only while the body runs. This is GC on the update
+    (``gc_loc='update'``) of any optimizer::
 
         with centralized_update(params):
             optimizer.step()
     """
     selected = [params[i] for i in _select(params, conv_only)]
     with torch.no_grad():
-        before = _slice_means(selected, fast) if selected else []
+        local, _ = _local_pairs(selected, [])
+        before = _slice_means(local, fast) if local else []
     yield
-    if not selected:
+    if not local:
         return
     with torch.no_grad():
-        shift = _slice_means(selected, fast)
+        local, _ = _local_pairs(selected, [])  # (the shards the step left)
+        shift = _slice_means(local, fast)
         if fast:
             torch._foreach_sub_(shift, before)
         else:
             shift = [after - b for after, b in zip(shift, before)]
-        _subtract_(selected, shift, fast)
+        _subtract_(local, shift, fast)

@@ -171,3 +171,21 @@ def test_centralized_update_keeps_slice_means():
             p.add_(s)
     for p, o, s in zip(params, old, steps):
         torch.testing.assert_close(p, o + reference_phi(s), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('kernels', [True, False])
+@pytest.mark.parametrize('fast', [True, False])
+def test_a_tensor_listed_twice_is_centralized_once(kernels, fast):
+    """A parameter twice in a param group gives the same gradient twice: it loses its slice
+    means once (with decay too), and centralized_update counts its step once."""
+    g, h, w = random_tensors(8)[0], random_tensors(9)[1], random_tensors(10)[0]
+    twice, decayed = g.clone(), g.clone()
+    with fused_kernels(kernels):
+        centralize_([twice, h.clone(), twice], fast=fast)
+        centralize_([decayed, decayed], params=[w, w], decay=0.5, fast=fast)
+    torch.testing.assert_close(twice, reference_phi(g), rtol=0, atol=1e-12)
+    torch.testing.assert_close(decayed, reference_phi(g + 0.5 * w) - 0.5 * w, rtol=0, atol=1e-12)
+    p = g.clone()
+    with fused_kernels(kernels), centralized_update([p, p], fast=fast):
+        p.add_(w)
+    torch.testing.assert_close(p, g + reference_phi(w), rtol=0, atol=1e-12)

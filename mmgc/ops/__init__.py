@@ -3,22 +3,36 @@ the GC operator in one visit of each row (the fast path of :func:`mmgc.gc.centra
 
 Built on first use with torch's C++ extension loader (a C++20 compiler is needed; about a
 minute, once per torch version: the build is cached in ``$TORCH_EXTENSIONS_DIR`` or
-``~/.cache/torch_extensions``). Where it cannot be built, mmgc warns once and takes the plain
-path (:func:`mmgc.gc.centralize_` followed by torch's own step), which computes the same thing.
+``~/.cache/torch_extensions``). Processes that start at once share one build: torch's loader holds
+an OS lock on ``<build dir>/lock`` while it builds, which the OS releases when a builder dies, so
+the next process rebuilds instead of waiting on a stale lock. Where the kernels cannot be built,
+mmgc warns once, in one line, and takes the plain path (:func:`mmgc.gc.centralize_` followed by
+torch's own step), which computes the same thing; ``MMGC_BUILD_VERBOSE=1`` shows the build's
+whole log.
+
+The kernels take only what they can read directly: exact ``torch.Tensor`` / ``nn.Parameter``
+objects, dense (strided), on the CPU (:func:`kernel_tensor`). Tensor subclasses (``DTensor`` of
+FSDP2 / tensor parallelism, ``FakeTensor``, any ``__torch_dispatch__`` wrapper), meta and sparse
+tensors, and param groups that list a parameter twice take the plain path.
 
 ``MMGC_FUSED_KERNELS=0`` switches the kernels off; :func:`fused_kernels` does so for a block.
 """
 import hashlib
+import logging
 import os
-import time
+import re
+import shlex
+import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
+import torch
 from torch import Tensor
+from torch.nn import Parameter
 
-__all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels']
+__all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels', 'kernel_tensor']
 
 _CSRC = Path(__file__).parent / 'csrc'
 _SOURCES = [_CSRC / name for name in ('bindings.cpp', 'gc_sgd_cpu.cpp', 'gc_adam_cpu.cpp',
@@ -28,14 +42,62 @@ _state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', mo
                     failed=False)
 
 
-def _remove_stale_lock(build_dir: Path, max_age_s: float = 600.0) -> None:
-    """torch's loader waits forever on the lock of a build that was killed: drop old locks."""
-    lock = build_dir / 'lock'
+_KERNEL_TYPES = (Tensor, Parameter)
+
+
+def kernel_tensor(tensor: Any) -> bool:
+    """Whether the compiled kernels may take ``tensor``: exactly a ``torch.Tensor`` or an
+    ``nn.Parameter`` (no subclass: a ``DTensor`` or another ``__torch_dispatch__`` wrapper may
+    have no memory of its own, and a subclass expects to see the operations run on it), dense
+    (strided) and on the CPU (not meta). The kernels check the rest (dtype, layout, storage)."""
+    return (type(tensor) in _KERNEL_TYPES and tensor.is_cpu
+            and tensor.layout is torch.strided)
+
+
+def _compiler() -> str:
+    """The C++ compiler torch's loader runs (``$CXX``, else ``c++``)."""
+    return os.environ.get('CXX', 'c++')
+
+
+def _build_failure(error: BaseException) -> str:
+    """One line that says why the build failed: a missing compiler, else the first error line
+    of the build log, else its first line."""
+    compiler = _compiler()
     try:
-        if time.time() - lock.stat().st_mtime > max_age_s:
-            lock.unlink()
-    except FileNotFoundError:
-        pass
+        program = shlex.split(compiler)[0]
+    except (ValueError, IndexError):
+        program = compiler
+    if shutil.which(program) is None:
+        return f'no C++ compiler found ({compiler})'
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # torch prefixes the log with "Error building extension '...': " and the first command
+    lines = [re.sub(r"^Error building extension '[^']*':\s*", '', line) for line in lines]
+    line = next((line for line in lines if re.search(r'\berror\b', line, re.IGNORECASE)),
+                lines[0] if lines else type(error).__name__)
+    return line if len(line) <= 200 else line[:197] + '...'
+
+
+@contextmanager
+def _torch_build_logs_held(hold: bool) -> Iterator[List[logging.LogRecord]]:
+    """Keeps what torch's loader logs while it builds (its compiler warnings run to pages) in
+    the list yielded, instead of printing it; ``hold=False`` leaves the logging alone."""
+    records: List[logging.LogRecord] = []
+    if not hold:
+        yield records
+        return
+    logger = logging.getLogger('torch.utils.cpp_extension')
+
+    class Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            records.append(record)
+            return False
+
+    keep = Keep()
+    logger.addFilter(keep)
+    try:
+        yield records
+    finally:
+        logger.removeFilter(keep)
 
 
 def cpu_kernels() -> Optional[Any]:
@@ -43,25 +105,29 @@ def cpu_kernels() -> Optional[Any]:
     if not _state['enabled'] or _state['failed']:
         return None
     if _state['module'] is None:
-        try:  # a private helper of torch's: without it, only the clean-up is skipped
-            from torch.utils.cpp_extension import _get_build_directory
-            _remove_stale_lock(Path(_get_build_directory('mmgc_gc_cpu', verbose=False)))
-        except (ImportError, OSError):
-            pass
-        try:
-            from torch.utils.cpp_extension import load
-            # torch rebuilds when a source or a flag changes; the digest covers the header.
-            digest = hashlib.sha1(b''.join(p.read_bytes() for p in _SOURCES + [_HEADER]))
-            _state['module'] = load(
-                name='mmgc_gc_cpu', sources=[str(s) for s in _SOURCES],
-                extra_cflags=['-O3', '-fopenmp', '-fno-math-errno',
-                              f'-DMMGC_SOURCES={digest.hexdigest()[:12]}'],
-                extra_include_paths=[str(_CSRC)], extra_ldflags=['-fopenmp'], verbose=False)
-        except Exception as error:  # no compiler, no headers: the plain path still works
-            _state['failed'] = True
-            warnings.warn(f'mmgc: the fused CPU GC kernels could not be built ({error}); '
-                          'using the plain path (same results, slower)')
-            return None
+        verbose = os.environ.get('MMGC_BUILD_VERBOSE', '0') not in ('', '0')
+        with _torch_build_logs_held(not verbose) as held:
+            try:
+                from torch.utils.cpp_extension import load
+                # torch rebuilds when a source or a flag changes; the digest covers the header.
+                digest = hashlib.sha1(b''.join(p.read_bytes() for p in _SOURCES + [_HEADER]))
+                _state['module'] = load(
+                    name='mmgc_gc_cpu', sources=[str(s) for s in _SOURCES],
+                    extra_cflags=['-O3', '-fopenmp', '-fno-math-errno',
+                                  f'-DMMGC_SOURCES={digest.hexdigest()[:12]}'],
+                    extra_include_paths=[str(_CSRC)], extra_ldflags=['-fopenmp'],
+                    verbose=verbose)
+            except Exception as error:  # no compiler, no headers: the plain path still works
+                _state['failed'] = True
+                detail = (f':\n{error}' if verbose else
+                          '; MMGC_BUILD_VERBOSE=1 shows the build log')
+                warnings.warn(f'mmgc: fused CPU kernels not built ({_build_failure(error)}); '
+                              f'using the plain path (same results, slower){detail}',
+                              stacklevel=2)
+                return None
+        logger = logging.getLogger('torch.utils.cpp_extension')
+        for record in held:  # it built: what torch said about the compiler still counts
+            logger.handle(record)
     return _state['module']
 
 
@@ -76,11 +142,28 @@ def fused_kernels(enabled: bool) -> Iterator[None]:
         _state['enabled'] = saved
 
 
+def _group_takes_kernels(params: List[Tensor]) -> bool:
+    """Whether the kernels may take these params of a group: each distinct (torch steps a
+    parameter listed twice twice, and the kernels' threads would step it at the same time) and,
+    with its gradient, a :func:`kernel_tensor` (inlined: this runs on every step). The kernels
+    check the optimizer states themselves."""
+    if len(set(map(id, params))) != len(params):
+        return False
+    strided = torch.strided
+    for p in params:
+        grad = p.grad
+        if not (type(p) in _KERNEL_TYPES and type(grad) in _KERNEL_TYPES and p.is_cpu
+                and grad.is_cpu and p.layout is strided and grad.layout is strided):
+            return False
+    return True
+
+
 def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
     """``(kernels, group, params with a gradient)`` for each param group of a GC optimizer whose
-    options the fused CPU kernels support; none when the kernels are off. The kernels then check
-    the tensors (CPU, float32 / float64, dense, gradients and states laid out as the params) and
-    take the whole group or leave it all to the plain path."""
+    options and tensors the fused CPU kernels support (see :func:`kernel_tensor`; no parameter
+    twice); none when the kernels are off. The kernels then check the tensors again (float32 /
+    float64, dense, gradients and states laid out as the params, memory of their own) and take
+    the whole group or leave it all to the plain path."""
     kernels = cpu_kernels()
     if kernels is None:
         return
@@ -91,5 +174,5 @@ def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
                 or (isinstance(lr, Tensor) and (lr.requires_grad or lr.device.type != 'cpu'))):
             continue
         params = [p for p in group['params'] if p.grad is not None]
-        if params and params[0].device.type == 'cpu':  # (the kernels check every tensor)
+        if params and _group_takes_kernels(params):
             yield kernels, group, params

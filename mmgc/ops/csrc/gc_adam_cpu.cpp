@@ -66,10 +66,10 @@ inline double adam_row(T* __restrict__ w, const T* __restrict__ g, T* __restrict
 template <typename T, bool kCentralize, bool kDecay, bool kUpdate>
 MMGC_TARGET_CLONES void adam_rows(const Item& item, int64_t begin, int64_t end,
                                   const AdamHyper& h) {
-  T* w = item.w.data_ptr<T>();
-  const T* g = item.g.data_ptr<T>();
-  T* m1 = item.states[0].data_ptr<T>();
-  T* m2 = item.states[1].data_ptr<T>();
+  T* w = static_cast<T*>(item.w_data);
+  const T* g = static_cast<const T*>(item.g_data);
+  T* m1 = static_cast<T*>(item.state_data[0]);
+  T* m2 = static_cast<T*>(item.state_data[1]);
   const int64_t m = item.row_len;
   const T step_size = static_cast<T>(item.step_size), bc2_sqrt = static_cast<T>(item.bc2_sqrt);
   if constexpr (kCentralize && !kUpdate) {
@@ -126,10 +126,11 @@ bool gc_adam_(const std::vector<at::Tensor>& params, const std::vector<at::Tenso
   std::vector<Item> items = make_items(params, grads, {exp_avgs, exp_avg_sqs}, conv_only, false);
   if (items.size() != params.size() || items.empty()) return false;
   for (const auto& step : steps) {
-    if (!step.device().is_cpu() || step.numel() != 1 || step.requires_grad() ||
+    if (!kernel_tensor(step) || step.numel() != 1 || step.requires_grad() ||
         (step.scalar_type() != at::kFloat && step.scalar_type() != at::kDouble))
       return false;
   }
+  bind_data(items);
   {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < steps.size(); ++i) {  // through the pointer: 156 ops cost 0.3 ms

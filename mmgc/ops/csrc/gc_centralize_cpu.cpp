@@ -10,8 +10,8 @@ namespace {
 
 template <typename T, bool kDecay>
 void centralize_rows(const Item& item, int64_t begin, int64_t end, double decay) {
-  T* t = item.w.data_ptr<T>();
-  const T* p = kDecay ? item.g.data_ptr<T>() : nullptr;
+  T* t = static_cast<T*>(item.w_data);
+  const T* p = kDecay ? static_cast<const T*>(item.g_data) : nullptr;
   const int64_t m = item.row_len;
   for (int64_t r = begin; r < end; ++r) {
     T* row = t + r * m;
@@ -41,6 +41,7 @@ bool gc_centralize_(const std::vector<at::Tensor>& tensors, const std::vector<at
   if (items.size() != tensors.size() || items.empty()) return false;
   for (const auto& item : items)
     if (!item.centralize) return false;
+  bind_data(items);
   {
     at::NoGradGuard no_grad;
     for_blocks(items, [&](const Item& item, int64_t begin, int64_t end) {

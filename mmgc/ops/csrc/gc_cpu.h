@@ -5,9 +5,12 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/TensorSubclassLikeUtils.h>
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
+#include <utility>
 #include <vector>
 
 // Built for the machine's vector width at run time (AVX-512, AVX2+FMA or baseline x86-64): the
@@ -15,6 +18,12 @@
 // out: on the AMD EPYC (Zen 4) it was measured on, 512-bit stores take two cycles and its
 // AVX-512 build was 3% slower than the AVX2 one; Adam's arithmetic gains from AVX-512. Other
 // architectures get one portable build.
+//
+// A function built with target_clones must not throw, nor call anything that can: GCC 12
+// compiles a direct call to one as if it could not throw, so an exception raised below it skips
+// every handler and ends the process (std::terminate), even at -O0 and outside any parallel
+// region. The kernels therefore take their tensors' data pointers before (Item::w_data, ...,
+// filled by bind_data, where an error is an ordinary exception) and run only arithmetic in them.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MMGC_TARGET_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -68,7 +77,22 @@ struct Item {
   bool centralize;
   int64_t numel, row_len;
   double step_size, bc2_sqrt;  // Adam: lr / (1 - beta1^t), sqrt(1 - beta2^t)
+  // The memory of w, g and the states, read and written by the blocks (see bind_data).
+  void* w_data = nullptr;
+  const void* g_data = nullptr;
+  std::vector<void*> state_data;
 };
+
+// Takes the data pointers of every item's tensors, once all of them are final (after a first
+// momentum buffer is allocated): the only place the kernels ask a tensor for its memory.
+inline void bind_data(std::vector<Item>& items) {
+  for (auto& item : items) {
+    item.w_data = item.w.mutable_data_ptr();
+    item.g_data = item.g.const_data_ptr();
+    item.state_data.clear();
+    for (const auto& s : item.states) item.state_data.push_back(s.mutable_data_ptr());
+  }
+}
 
 // Rows [begin, end) of one item.
 struct Block {
@@ -81,15 +105,55 @@ inline bool centralized(const at::Tensor& w, bool conv_only) {
   return w.dim() >= (conv_only ? 4 : 2) && w.numel() > w.size(0);
 }
 
-inline bool same_layout(const at::Tensor& a, const at::Tensor& w) {
-  return a.defined() && a.device().is_cpu() && a.layout() == at::kStrided &&
-         a.scalar_type() == w.scalar_type() && a.sizes() == w.sizes() && a.strides() == w.strides();
+// Whether the kernels may read and write `t` through its data pointer: a defined, strided CPU
+// tensor that owns its memory, and nothing that expects to see its operations. Refused: tensor
+// subclasses with the Python key (DTensor, FakeTensor, any __torch_dispatch__ wrapper: they may
+// have no storage), functorch wrappers, sparse and meta tensors, negative views (the sign lives
+// in a flag, not in memory), symbolic shapes, inference tensors (bumping their version throws),
+// and any tensor while a dispatch mode is active. mmgc.ops.kernel_tensor checks the cheap part
+// of this in Python before any kernel is called; this is the guard behind it, so that
+// bind_data never meets a tensor whose memory cannot be had.
+inline bool kernel_tensor(const at::Tensor& t) {
+  try {
+    if (!t.defined() || at::isTensorSubclassLike(t) || t.layout() != at::kStrided ||
+        !t.device().is_cpu() || t.is_neg() || t.is_conj() || t.is_inference() ||
+        t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() || !t.has_storage())
+      return false;
+    return t.numel() == 0 || t.const_data_ptr() != nullptr;
+  } catch (const std::exception&) {  // whatever cannot even be asked cannot be taken
+    return false;
+  }
 }
 
-// The items of a param group, or an empty vector when some tensor cannot take the kernels (not
-// CPU, not float32 / float64, gaps in memory, rows not dense, a gradient or a state laid out
-// unlike its parameter): the caller then takes the plain path for the whole group. States may be
-// undefined where `undefined_ok` (a momentum buffer before the first step).
+inline bool same_layout(const at::Tensor& a, const at::Tensor& w) {
+  return kernel_tensor(a) && a.scalar_type() == w.scalar_type() && a.sizes() == w.sizes() &&
+         a.strides() == w.strides();
+}
+
+// Whether the memory of the tensors written by a step (params and states; or the tensors that
+// centralize_ shifts) is disjoint. Threads take the blocks of different items at once: a tensor
+// listed twice (the same Parameter twice in a param group) or two views of one memory would be
+// stepped twice at the same time, a race. Each tensor is dense (checked before), so it spans
+// [data, data + numel) of its element type.
+inline bool disjoint(const std::vector<at::Tensor>& written) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;
+  spans.reserve(written.size());
+  for (const auto& t : written) {
+    if (!t.defined() || t.numel() == 0) continue;
+    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    spans.emplace_back(begin, begin + static_cast<uintptr_t>(t.numel()) * t.element_size());
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i)
+    if (spans[i].first < spans[i - 1].second) return false;
+  return true;
+}
+
+// The items of a param group, or an empty vector when some tensor cannot take the kernels (see
+// kernel_tensor; not float32 / float64, gaps in memory, rows not dense, a gradient or a state
+// laid out unlike its parameter, tensors written twice or overlapping): the caller then takes the
+// plain path for the whole group. States may be undefined where `undefined_ok` (a momentum
+// buffer before the first step). Nothing here reads a tensor's values.
 inline std::vector<Item> make_items(const std::vector<at::Tensor>& params,
                                     const std::vector<at::Tensor>& grads,
                                     const std::vector<std::vector<at::Tensor>>& states,
@@ -100,9 +164,10 @@ inline std::vector<Item> make_items(const std::vector<at::Tensor>& params,
   std::vector<Item> items;
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& w = params[i];
+    if (!kernel_tensor(w)) return {};
     const auto dtype = w.scalar_type();
-    if (!w.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble) ||
-        w.numel() == 0 || !w.is_non_overlapping_and_dense() || !same_layout(grads[i], w))
+    if ((dtype != at::kFloat && dtype != at::kDouble) || w.numel() == 0 ||
+        !w.is_non_overlapping_and_dense() || !same_layout(grads[i], w))
       return {};
     Item item{w, grads[i], {}, centralized(w, conv_only), w.numel(), kChunk, 0.0, 0.0};
     if (item.centralize) {
@@ -119,6 +184,12 @@ inline std::vector<Item> make_items(const std::vector<at::Tensor>& params,
     }
     items.push_back(std::move(item));
   }
+  std::vector<at::Tensor> written;
+  for (const auto& item : items) {
+    written.push_back(item.w);
+    written.insert(written.end(), item.states.begin(), item.states.end());
+  }
+  if (!disjoint(written)) return {};
   return items;
 }
 
@@ -130,9 +201,16 @@ inline int64_t row_count(const Item& item) {
 // taken by one thread) of about kBlockValues values. The threads take the blocks from a shared
 // queue: a centralized row costs more than the same number of bias values, so an even split of
 // the values (at::parallel_for) left one thread waiting; the queue measured 1-2% faster on the
-// whole SGD step of a Faster R-CNN.
+// whole SGD step of a Faster R-CNN. fn reads the items' memory through their data pointers
+// (bind_data). Should fn throw all the same (the blocks themselves cannot: see
+// MMGC_TARGET_CLONES), the first error stops the queue and is thrown again here, after the
+// parallel region, as an ordinary exception.
 template <typename Fn>
 void for_blocks(const std::vector<Item>& items, const Fn& fn) {
+  for (const auto& item : items)
+    TORCH_CHECK(item.w_data != nullptr && item.g_data != nullptr &&
+                    item.state_data.size() == item.states.size(),
+                "mmgc: a kernel ran before bind_data");
   std::vector<Block> blocks;
   for (int64_t i = 0; i < static_cast<int64_t>(items.size()); ++i) {
     const int64_t rows = row_count(items[i]);
@@ -142,15 +220,23 @@ void for_blocks(const std::vector<Item>& items, const Fn& fn) {
   }
   const int64_t count = static_cast<int64_t>(blocks.size());
   std::atomic<int64_t> next{0};
-  const auto take_blocks = [&](int64_t, int64_t) {
-    for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;)
-      fn(items[blocks[k].item], blocks[k].begin, blocks[k].end);
+  std::atomic_flag failed = ATOMIC_FLAG_INIT;
+  std::exception_ptr error;
+  const auto take_blocks = [&](int64_t, int64_t) noexcept {
+    try {
+      for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;)
+        fn(items[blocks[k].item], blocks[k].begin, blocks[k].end);
+    } catch (...) {
+      next.store(count, std::memory_order_relaxed);
+      if (!failed.test_and_set()) error = std::current_exception();
+    }
   };
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), count);
   if (workers <= 1 || at::in_parallel_region())
     take_blocks(0, 1);
   else
     at::parallel_for(0, workers, 1, take_blocks);
+  if (error) std::rethrow_exception(error);
 }
 
 // Written through raw pointers: tell autograd the tensors changed, as an in-place op would.

@@ -90,9 +90,9 @@ inline void sgd_row(T* __restrict__ w, const T* __restrict__ g, T* __restrict__ 
 template <typename T, bool kCentralize, bool kMomentum, bool kNesterov, bool kFirst, bool kDecay>
 MMGC_TARGET_CLONES_AVX2 void sgd_rows(const Item& item, int64_t begin, int64_t end,
                                  const SgdHyper& h) {
-  T* w = item.w.data_ptr<T>();
-  const T* g = item.g.data_ptr<T>();
-  T* b = kMomentum ? item.states[0].data_ptr<T>() : nullptr;
+  T* w = static_cast<T*>(item.w_data);
+  const T* g = static_cast<const T*>(item.g_data);
+  T* b = kMomentum ? static_cast<T*>(item.state_data[0]) : nullptr;
   const int64_t m = item.row_len;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t offset = r * m;
@@ -166,6 +166,7 @@ std::tuple<bool, std::vector<at::Tensor>> gc_sgd_(
       out.push_back(items[i].states[0]);
     }
   }
+  bind_data(items);
   const SgdHyper h{maximize ? -1.0 : 1.0, weight_decay, 1.0 - lr * decoupled_weight_decay,
                    momentum, 1.0 - dampening, lr};
   {
