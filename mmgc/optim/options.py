@@ -130,7 +130,8 @@ def adopt_loaded_gc_options(owner: str, loaded: List[dict], configured: Optional
     As for ``lr``, a group's own GC options in the state dict win over the configured ones
     (``configured``: the groups before the load, matched by position, as torch matches them);
     where they differ, one warning says so. A group without GC options (a torch optimizer's
-    state dict) takes the configured group's, else ``defaults``. Every value is checked.
+    state dict) takes the configured group's, else ``defaults`` (the GC options' defaults
+    only). Every value is checked.
     """
     differences = []
     for index, group in enumerate(loaded):
@@ -139,8 +140,6 @@ def adopt_loaded_gc_options(owner: str, loaded: List[dict], configured: Optional
         group.update(normalize_gc_options(where, group, gc_locs))
         before = configured[index] if configured is not None and index < len(configured) else {}
         for key, default in defaults.items():
-            if key not in GC_DEFAULTS:
-                continue
             wanted = before.get(key, default)
             if key not in group:
                 group[key] = wanted

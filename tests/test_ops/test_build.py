@@ -5,7 +5,6 @@ torch 2.14's loader holds an OS lock (``flock``) on ``<build dir>/lock`` while i
 stays on disk between builds, so its age says nothing, and the OS drops the lock when its holder
 dies. mmgc leaves that lock alone.
 """
-import fcntl
 import os
 import signal
 import subprocess
