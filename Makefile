@@ -5,11 +5,11 @@ PYTEST_ARGS ?=
 MODEL ?= mask
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo bench bench-train clean-venv
+.PHONY: help venv test demo demo-cls bench bench-train clean-venv
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, BENCH_TRAIN_ARGS, MODEL"
+	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, BENCH_TRAIN_ARGS, MODEL, DEMO_ARGS, DEMO_CLS_ARGS"
 
 venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmpretrain, mmgc)
 	@VENV=$(abspath $(VENV)) bash tools/setup_venv.sh
@@ -17,8 +17,11 @@ venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmp
 test: venv  ## Set up .venv if needed, then run the whole test suite
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
-demo: venv  ## Train Mask R-CNN without and with GC on synthetic data, compare (MODEL=faster)
-	$(PYTHON) tools/misc/gc_demo.py --model $(MODEL)
+demo: venv  ## Pretrain a backbone (once), fine-tune Mask R-CNN without and with GC on synthetic data, compare (MODEL=faster, DEMO_ARGS)
+	$(PYTHON) tools/misc/gc_demo.py --model $(MODEL) $(DEMO_ARGS)
+
+demo-cls: venv  ## Train classifiers without and with GC on scikit-learn's digits over seeds, compare (DEMO_CLS_ARGS)
+	$(PYTHON) tools/misc/gc_demo_cls.py $(DEMO_CLS_ARGS)
 
 bench: venv  ## Time GC optimizer steps against torch's (BENCH_ARGS="--device cuda", ...)
 	$(PYTHON) tools/analysis_tools/benchmark_optimizer.py $(BENCH_ARGS)

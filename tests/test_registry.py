@@ -56,6 +56,30 @@ def test_wrapper_and_constructor_build_under_every_scope(scope, prefix):
     assert optim_wrapper.gc_defaults['gc_loc'] == 'update'
 
 
+@pytest.mark.parametrize('scope', SCOPES, indirect=True)
+@pytest.mark.parametrize('prefix', ['', 'mmgc.'])
+def test_backbones_and_dataset_resolve_under_every_scope(scope, prefix):
+    """The CIFAR backbones and the digits dataset, by bare and by ``mmgc.`` name, through the
+    registries the default scope's Runner uses (mmpretrain's: its children of mmengine's)."""
+    import importlib
+    registry = importlib.import_module(f'{scope or "mmengine"}.registry')
+    backbone = registry.MODELS.build(dict(type=prefix + 'DenseNetCIFAR'))
+    assert type(backbone) is mmgc.DenseNetCIFAR
+    assert registry.MODELS.get(prefix + 'ResNeXtCIFAR') is mmgc.ResNeXtCIFAR
+    assert registry.DATASETS.get(prefix + 'DigitsDataset') is mmgc.DigitsDataset
+
+
+def test_import_mmgc_imports_no_codebase():
+    """``import mmgc`` in a fresh process loads neither mmdet, mmpretrain, mmcv nor
+    scikit-learn."""
+    import subprocess
+    import sys
+    code = ('import sys, mmgc; print(sorted(m for m in ("mmdet", "mmpretrain", "mmcv", "sklearn") '
+            'if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]'
+
+
 def test_mmdet_config_with_custom_imports(tmp_path):
     """``_base_ = 'mmdet::...'`` injects ``_scope_='mmdet'`` into the inherited optim_wrapper."""
     path = tmp_path / 'faster_rcnn_gc.py'

@@ -1,67 +1,87 @@
-# mmgc's test tool: mmdet's tools/test.py (same flags, same Runner, same logs) plus
+# mmgc's test tool, one for every OpenMMLab codebase whose config it is given (mmdet's, as
+# mmdet's tools/test.py; mmpretrain's, as mmpretrain's): the same flags, Runner and logs, plus
 #   - `import mmgc`, so a GC config's checkpoint loads under torch >= 2.6 even for a config
 #     without `custom_imports`;
+#   - the codebase is the one the config's default_scope names, imported only then: an
+#     mmpretrain config needs no mmdet, and a missing codebase is one error line;
 #   - `--launcher pytorch` without CUDA: the process group is initialized on gloo;
-#   - one error line, before the Runner is built, where the run cannot work: mmdet missing, a
-#     checkpoint that is missing, damaged or refused by torch's safe loading, a missing data root
-#     or annotation file.
+#   - one error line, before the Runner is built, where the run cannot work: the codebase
+#     missing, a checkpoint that is missing, damaged or refused by torch's safe loading, a
+#     missing data root or annotation file, a bad --out.
 import argparse
 import os
 import os.path as osp
 import sys
 import warnings
 from copy import deepcopy
-from types import SimpleNamespace
 
 # setuptools' notice about mmengine's `import pkg_resources` is noise on every start.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
+import mmengine  # noqa: E402
 from mmengine import ConfigDict  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.evaluator import DumpResults  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmgc.utils import (MMDET_INSTALL, RunCheckError, check_datasets,  # noqa: E402
-                        check_load_from, import_error_message, init_cpu_distributed,
+from mmgc.utils import (RunCheckError, check_datasets, check_load_from,  # noqa: E402
+                        config_package_missing, import_codebase, init_cpu_distributed,
                         run_dataloaders)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(
-        description='MMDet test (and eval) a model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+        description='Test (evaluate) a checkpoint of an mmdet or mmpretrain config')
+    parser.add_argument('config', help='the config file of the model')
+    parser.add_argument('checkpoint', help='the checkpoint to evaluate')
     parser.add_argument(
         '--work-dir',
-        help='the directory to save the file containing evaluation metrics')
+        help='where the log and the metrics go (default: work_dirs/<config name>)')
     parser.add_argument(
         '--out',
         type=str,
-        help='dump predictions to a pickle file for offline evaluation')
+        help='also write the predictions (or, with --out-item metrics, the metrics) to this '
+        'file (.pkl / .pickle for predictions)')
     parser.add_argument(
-        '--show', action='store_true', help='show prediction results')
+        '--out-item',
+        choices=['metrics', 'pred'],
+        help='what --out holds: the predictions (pred, the default) or the metrics')
+    parser.add_argument(
+        '--show', action='store_true', help='show each prediction in a window')
     parser.add_argument(
         '--show-dir',
-        help='directory where painted images will be saved. '
-        'If specified, it will be automatically saved '
-        'to the work_dir/timestamp/show_dir')
+        help='save images with the predictions drawn on them into this folder (under the '
+        'run\'s timestamped folder of the work dir)')
     parser.add_argument(
-        '--wait-time', type=float, default=2, help='the interval of show (s)')
+        '--wait-time', type=float, default=2, help='seconds each image is shown (--show)')
+    parser.add_argument(
+        '--interval', type=int, default=1,
+        help='draw every n-th image of an mmpretrain config (--show, --show-dir)')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='test under automatic mixed precision (test_cfg.fp16 = True; mmpretrain\'s flag, '
+        'any config)')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='pin_memory=False in the test dataloader (mmpretrain\'s flag; any config)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+        help='config entries to override, as key=value pairs merged into the config '
+        '(a list: key="[a,b]" or key=a,b; nested lists and tuples: key="[(a,b),(c,d)]", with '
+        'the quotes and no spaces)')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher (pytorch without CUDA: gloo on the CPU)')
-    parser.add_argument('--tta', action='store_true')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help='test-time augmentation: the config\'s tta_model / tta_pipeline, or, where it '
+        'has none, the prediction averaged with that of the flipped image')
     # torch >= 2.0's `torch.distributed.launch` passes `--local-rank`, older ones `--local_rank`
     # (torchrun passes neither and sets LOCAL_RANK).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -77,21 +97,63 @@ def fail(message):
     sys.exit(2)
 
 
-def import_mmdet():
-    """What this tool takes from mmdet (imported here only), or one error line without it."""
+def load_config(path):
+    """The config, or one error line where its _base_ comes from a codebase not installed."""
     try:
+        return Config.fromfile(path)
+    except ModuleNotFoundError as error:
+        message = config_package_missing(error)
+        if message is None:
+            raise
+        fail(message)
+
+
+def show_predictions(cfg, args, scope):
+    """--show / --show-dir: switches on the config's visualization hook."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if not isinstance(hook, dict):
+        fail('--show / --show-dir need a visualization hook in default_hooks '
+             '(default_hooks = dict(visualization=dict(type=...)))')
+    if scope == 'mmdet':
         from mmdet.engine.hooks.utils import trigger_visualization_hook
+        trigger_visualization_hook(cfg, args)
+        return
+    # mmpretrain's VisualizationHook: enable, show, wait_time, out_dir, interval
+    hook.update(enable=True, interval=args.interval)
+    if args.show:
+        hook.update(show=True, wait_time=args.wait_time)
+    if args.show_dir:
+        hook['out_dir'] = args.show_dir
+
+
+def prediction_dumper(scope, path):
+    """The metric that writes the predictions to ``path`` (masks as RLE for mmdet)."""
+    if scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
-        from mmdet.registry import RUNNERS
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-    except (ImportError, AssertionError) as error:  # mmdet asserts its mmcv version
-        fail(import_error_message('mmdet', error, MMDET_INSTALL))
-    return SimpleNamespace(
-        trigger_visualization_hook=trigger_visualization_hook, DumpDetResults=DumpDetResults,
-        RUNNERS=RUNNERS, setup_cache_size_limit_of_dynamo=setup_cache_size_limit_of_dynamo)
+        return DumpDetResults(out_file_path=path)
+    return DumpResults(out_file_path=path)
 
 
-def default_tta(cfg):
+def default_tta(cfg, scope):
+    """Test-time augmentation: the config's, or each image and its horizontal flip."""
+    if scope == 'mmdet':
+        default_tta_mmdet(cfg)
+        return
+    if 'tta_model' not in cfg:
+        warnings.warn('the config has no tta_model: averaging the class scores of each image '
+                      'and its horizontal flip (AverageClsScoreTTA)')
+        cfg.tta_model = dict(type='AverageClsScoreTTA')
+    if 'tta_pipeline' not in cfg:
+        pipeline = deepcopy(cfg.test_dataloader.dataset.pipeline)
+        pack = pipeline.pop()
+        pipeline.append(dict(type='TestTimeAug', transforms=[
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)], [pack]]))
+        cfg.tta_pipeline = pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def default_tta_mmdet(cfg):
     """mmdet's default test-time augmentation (flip) where the config defines none."""
     if 'tta_model' not in cfg:
         warnings.warn('Cannot find ``tta_model`` in config, '
@@ -129,16 +191,21 @@ def default_tta(cfg):
 
 def main():
     args = parse_args()
-    mmdet = import_mmdet()
 
-    # Reduce the number of repeated compilations and improve testing speed.
-    mmdet.setup_cache_size_limit_of_dynamo()
-
-    # load config
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+
+    # The codebase of the config (mmdet, mmpretrain), or one line saying how to install it.
+    try:
+        scope = import_codebase(cfg)
+    except RunCheckError as error:
+        fail(str(error))
+    if scope == 'mmdet':
+        # mmdet's tool does this: DYNAMO_CACHE_SIZE_LIMIT (if set) bounds torch.compile's cache.
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -149,11 +216,22 @@ def main():
 
     cfg.load_from = args.checkpoint
 
+    if args.out is not None and args.out_item != 'metrics' and \
+            not args.out.endswith(('.pkl', '.pickle')):
+        fail(f'--out {args.out}: predictions are written as a pickle: name a .pkl or .pickle '
+             'file (or add --out-item metrics)')
+
     if args.show or args.show_dir:
-        cfg = mmdet.trigger_visualization_hook(cfg, args)
+        show_predictions(cfg, args, scope)
 
     if args.tta:
-        default_tta(cfg)
+        default_tta(cfg, scope)
+
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+
+    if args.no_pin_memory and isinstance(cfg.get('test_dataloader'), dict):
+        cfg.test_dataloader.pin_memory = False
 
     # What the run reads must be there, before anything is built: the checkpoint, the data.
     try:
@@ -166,24 +244,16 @@ def main():
     # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
     init_cpu_distributed(cfg, args.launcher)
 
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
-    else:
-        # build customized runner from the registry
-        # if 'runner_type' is set in the cfg
-        runner = mmdet.RUNNERS.build(cfg)
+    # the Runner: mmengine's, or the one the config names (runner_type)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
-    # add `DumpResults` dummy metric
-    if args.out is not None:
-        assert args.out.endswith(('.pkl', '.pickle')), \
-            'The dump file must be a pkl file.'
-        runner.test_evaluator.metrics.append(
-            mmdet.DumpDetResults(out_file_path=args.out))
+    if args.out is not None and args.out_item != 'metrics':
+        runner.test_evaluator.metrics.append(prediction_dumper(scope, args.out))
 
-    # start testing
-    runner.test()
+    metrics = runner.test()
+
+    if args.out is not None and args.out_item == 'metrics':
+        mmengine.dump(metrics, args.out)
 
 
 if __name__ == '__main__':

@@ -1,12 +1,16 @@
-# mmgc's train tool: mmdet's tools/train.py (same flags, same Runner, same logs) plus
+# mmgc's train tool, one for every OpenMMLab codebase whose config it is given (mmdet's, as
+# mmdet's tools/train.py; mmpretrain's, as mmpretrain's): the same flags, Runner and logs, plus
 #   - `import mmgc`, so GC optimizers / wrappers are registered and mmengine checkpoints load
 #     under torch >= 2.6 even for a config without `custom_imports`;
+#   - the codebase is the one the config's default_scope names, imported only then: an
+#     mmpretrain config needs no mmdet, and a missing codebase is one error line;
 #   - `--amp` for GC configs: OptimWrapper -> AmpOptimWrapper, GCOptimWrapper ->
 #     AmpGCOptimWrapper, and one clear error line where no CUDA/NPU/MLU/MUSA device exists;
 #   - `--launcher pytorch` without CUDA: the process group is initialized on gloo;
-#   - one error line, before the Runner is built, where the run cannot work: mmdet missing, a
-#     checkpoint to resume from that is missing, damaged or refused by torch's safe loading, a
-#     missing data root or annotation file, or another training running into the same work dir.
+#   - one error line, before the Runner is built, where the run cannot work: the codebase
+#     missing, a checkpoint to resume from (or a model's pretrained checkpoint) that is missing,
+#     damaged or refused by torch's safe loading, a missing data root or annotation file, or another training running into the
+#     same work dir.
 import argparse
 import os
 import os.path as osp
@@ -21,16 +25,18 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmgc.utils import (MMDET_INSTALL, RunCheckError, amp_device_available,  # noqa: E402
-                        amp_optim_wrapper, check_datasets, check_last_checkpoint,
-                        check_load_from, import_error_message, init_cpu_distributed,
+from mmgc.utils import (RunCheckError, amp_device_available, amp_optim_wrapper,  # noqa: E402
+                        check_datasets, check_last_checkpoint, check_load_from, check_pretrained,
+                        config_package_missing, import_codebase, init_cpu_distributed,
                         lock_work_dir, run_dataloaders)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Train a detector')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = argparse.ArgumentParser(
+        description='Train a model of an mmdet or mmpretrain config (with or without GC)')
+    parser.add_argument('config', help='the config file to train')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -40,25 +46,34 @@ def parse_args():
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
-        help='enable automatically scaling LR.')
+        help='scale the learning rate linearly from auto_scale_lr.base_batch_size to the batch '
+        'this run trains with (GPUs x samples per GPU)')
     parser.add_argument(
         '--resume',
         nargs='?',
         type=str,
         const='auto',
-        help='If specify checkpoint path, resume from it, while if not '
-        'specify, try to auto resume from the latest checkpoint '
-        'in the work directory.')
+        help='resume training: from this checkpoint, or, without a path, from the latest '
+        'checkpoint of the work dir (if there is one)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate during training (mmpretrain\'s flag; any config)')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='pin_memory=False in every dataloader (mmpretrain\'s flag; any config)')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='persistent_workers=False in every dataloader (mmpretrain\'s flag; any config)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+        help='config entries to override, as key=value pairs merged into the config '
+        '(a list: key="[a,b]" or key=a,b; nested lists and tuples: key="[(a,b),(c,d)]", with '
+        'the quotes and no spaces)')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -80,31 +95,45 @@ def fail(message):
     sys.exit(2)
 
 
-def import_mmdet():
-    """What this tool takes from mmdet (imported here only), or one error line without it."""
+def load_config(path):
+    """The config, or one error line where its _base_ comes from a codebase not installed."""
     try:
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-    except (ImportError, AssertionError) as error:  # mmdet asserts its mmcv version
-        fail(import_error_message('mmdet', error, MMDET_INSTALL))
-    return setup_cache_size_limit_of_dynamo
+        return Config.fromfile(path)
+    except ModuleNotFoundError as error:
+        message = config_package_missing(error)
+        if message is None:
+            raise
+        fail(message)
+
+
+def set_dataloaders(cfg, **options):
+    """Sets these dataloader options in every dataloader of the config."""
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if isinstance(cfg.get(key), dict):
+            cfg[key].update(options)
 
 
 def main():
     args = parse_args()
-    setup_cache_size_limit_of_dynamo = import_mmdet()
 
     # Checked first, before the config (and what it imports) is loaded.
     if args.amp and not amp_device_available():
         fail('--amp needs a CUDA (or NPU/MLU/MUSA) device; none is available on this machine')
 
-    # Reduce the number of repeated compilations and improve training speed.
-    setup_cache_size_limit_of_dynamo()
-
-    # load config
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+
+    # The codebase of the config (mmdet, mmpretrain), or one line saying how to install it.
+    try:
+        scope = import_codebase(cfg)
+    except RunCheckError as error:
+        fail(str(error))
+    if scope == 'mmdet':
+        # mmdet's tool does this: DYNAMO_CACHE_SIZE_LIMIT (if set) bounds torch.compile's cache.
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -122,17 +151,20 @@ def main():
         except ValueError as error:
             fail(str(error))
 
-    # enable automatically scaling LR
+    # scale lr to this run's batch (mmpretrain's configs give base_batch_size without `enable`)
     if args.auto_scale_lr:
-        if 'auto_scale_lr' in cfg and \
-                'enable' in cfg.auto_scale_lr and \
-                'base_batch_size' in cfg.auto_scale_lr:
-            cfg.auto_scale_lr.enable = True
-        else:
-            raise RuntimeError('Can not find "auto_scale_lr" or '
-                               '"auto_scale_lr.enable" or '
-                               '"auto_scale_lr.base_batch_size" in your'
-                               ' configuration file.')
+        if not isinstance(cfg.get('auto_scale_lr'), dict) or \
+                'base_batch_size' not in cfg.auto_scale_lr:
+            fail('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size (the batch '
+                 'its lr is meant for); add auto_scale_lr = dict(base_batch_size=N)')
+        cfg.auto_scale_lr.enable = True
+
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.no_pin_memory:
+        set_dataloaders(cfg, pin_memory=False)
+    if args.no_persistent_workers:
+        set_dataloaders(cfg, persistent_workers=False)
 
     # resume is determined in this priority: resume from > auto_resume
     if args.resume == 'auto':
@@ -148,6 +180,7 @@ def main():
     try:
         check_datasets(cfg, run_dataloaders(cfg, 'train'))
         check_load_from(cfg, '--resume' if args.resume not in (None, 'auto') else 'load_from')
+        check_pretrained(cfg)
         work_dir_lock = lock_work_dir(cfg.work_dir, args.launcher)
         check_last_checkpoint(cfg)
     except RunCheckError as error:

@@ -2,8 +2,8 @@
 a run which cannot work stops at once with one line that says why and what to do, instead of a
 traceback (often minutes later, after the model was built).
 
-- :func:`check_checkpoint`, :func:`check_load_from`, :func:`check_last_checkpoint`: the
-  checkpoint a run will load exists, is a torch checkpoint, and ``torch.load`` (called as
+- :func:`check_checkpoint`, :func:`check_load_from`, :func:`check_last_checkpoint`,
+  :func:`check_pretrained`: the checkpoint a run will load (or start a model from) exists, is a torch checkpoint, and ``torch.load`` (called as
   mmengine calls it, so in weights-only mode on torch >= 2.6) accepts it. Tensor data is mapped,
   not read, so this costs little even for a large checkpoint. A refusal of the safe loader is
   reported by its reason alone, never with torch's advice to load with ``weights_only=False``
@@ -12,12 +12,15 @@ traceback (often minutes later, after the model was built).
   evaluators) a run will use exist.
 - :func:`lock_work_dir`: one training per work dir at a time (an OS lock, gone when its process
   is).
-- :func:`import_error_message`: one line for an optional package (mmdet) that cannot be imported.
+- :func:`import_error_message`: one line for an optional package (mmdet) that cannot be imported;
+  :func:`import_codebase`: the codebase a config's ``default_scope`` names (mmdet, mmpretrain,
+  ...) is imported, or one line that says how to install it.
 
 Every check raises :class:`RunCheckError`, whose message is one line. Only torch and mmengine are
-imported here (never mmdet).
+imported here; mmdet or mmpretrain only by name, where a config asks for them.
 """
 import datetime
+import importlib
 import inspect
 import json
 import os
@@ -40,8 +43,9 @@ except ImportError:  # Windows: no work-dir lock
 
 __all__ = [
     'RunCheckError', 'checkpoint_problem', 'check_checkpoint', 'check_load_from',
-    'check_last_checkpoint', 'run_dataloaders', 'check_datasets', 'WORK_DIR_LOCK', 'WorkDirLock',
-    'lock_work_dir', 'MMDET_INSTALL', 'import_error_message'
+    'check_last_checkpoint', 'check_pretrained', 'run_dataloaders', 'check_datasets', 'WORK_DIR_LOCK', 'WorkDirLock',
+    'lock_work_dir', 'MMDET_INSTALL', 'MMPRETRAIN_INSTALL', 'CODEBASE_INSTALL',
+    'import_error_message', 'config_package_missing', 'import_codebase'
 ]
 
 
@@ -232,6 +236,33 @@ def check_load_from(cfg: Mapping, label: str) -> None:
         'there', 'use another checkpoint of that run (epoch_N.pth / iter_N.pth in its work dir)')
 
 
+def _pretrained(node: Any, key: str) -> Iterator[Tuple[str, str]]:
+    """The local checkpoints of the ``init_cfg=dict(type='Pretrained', checkpoint=...)`` entries
+    under ``node``, with their config keys."""
+    if isinstance(node, Mapping):
+        checkpoint = node.get('checkpoint')
+        if node.get('type') == 'Pretrained' and isinstance(checkpoint, str) and checkpoint:
+            yield checkpoint, f'{key}.checkpoint'
+        for name, value in node.items():
+            yield from _pretrained(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _pretrained(value, f'{key}.{i}')
+
+
+def check_pretrained(cfg: Mapping) -> None:
+    """Every local checkpoint a model starts from (``init_cfg=dict(type='Pretrained', ...)``, as
+    a backbone's ImageNet weights) loads; model-zoo names and URLs (``torchvision://``,
+    ``https://``) pass unchecked."""
+    for path, key in _pretrained(cfg.get('model'), 'model'):
+        writer = ('python tools/misc/gc_demo.py writes it (its pretraining step)'
+                  if 'demo/pretrain' in path.replace(osp.sep, '/') else 'put the file there')
+        check_checkpoint(
+            path, key, f'{writer}, or set {key} (--cfg-options {key}=PATH), or start from '
+            f'random weights with {key.rsplit(".", 1)[0]}=None',
+            'use another copy of the pretrained weights')
+
+
 def check_last_checkpoint(cfg: Mapping) -> None:
     """For an automatic resume (``resume=True`` without ``load_from``: ``--resume`` alone), the
     checkpoint the work dir's ``last_checkpoint`` file names loads. Without that file there is
@@ -272,7 +303,15 @@ DATASET_SOURCES: Sequence[Tuple[str, str]] = (
     ('synthetic_coco', 'write it with: python tools/dataset_converters/synthetic_coco.py {root}'),
     ('coco', 'COCO 2017 goes under data/coco/ of the directory you run from '
      '(annotations/instances_{{train,val}}2017.json, train2017/, val2017/): see configs/README.md'),
-)
+    ('imagenet', 'ImageNet goes under data/imagenet/ of the directory you run from (train/, val/, '
+     'meta/): see configs/README.md'),
+    ('cifar', 'set download=True on the dataset, or put the CIFAR python files under {root}: see '
+     'configs/README.md'),
+) + tuple((name, 'see configs/README.md for the layout of the fine-grained datasets')
+          for name in ('cub', 'stanford', 'fgvc', 'aircraft'))
+
+#: Dataset types that fetch their data when it is missing, unless ``download=False``.
+DOWNLOADING_DATASETS = ('CIFAR10', 'CIFAR100', 'MNIST', 'FashionMNIST')
 
 
 def _source_hint(path: str, key: str) -> str:
@@ -282,6 +321,14 @@ def _source_hint(path: str, key: str) -> str:
             if name in part.lower():
                 return hint.format(root='/'.join(parts[:i + 1]) or '/')
     return f'put the data there, or set {key} (in the config or with --cfg-options {key}=PATH)'
+
+
+def _downloads(dataset: Mapping) -> bool:
+    """Whether the dataset fetches its data itself when it is missing (mmpretrain's CIFAR and
+    MNIST datasets, whose ``download`` defaults to True)."""
+    kind = dataset.get('type')
+    name = kind.rsplit('.', 1)[-1] if isinstance(kind, str) else None
+    return bool(dataset.get('download', name in DOWNLOADING_DATASETS))
 
 
 def _local_backend(cfg: Mapping) -> bool:
@@ -336,14 +383,15 @@ def check_datasets(cfg: Mapping, dataloaders: Sequence[str]) -> None:
 
     Paths are taken as mmengine's ``BaseDataset`` takes them: a relative ``ann_file`` is joined
     to ``data_root``, both relative to the working directory. Datasets without ``ann_file`` or
-    ``data_root``, built objects, URLs and datasets read through a non-local backend are skipped.
+    ``data_root``, built objects, URLs, datasets read through a non-local backend and datasets
+    that download what is missing (``download=True``, mmpretrain's CIFAR default) are skipped.
     """
     for loader_key in dataloaders:
         loader = cfg.get(loader_key)
         if not isinstance(loader, Mapping):
             continue
         for dataset, key in _datasets(loader.get('dataset'), f'{loader_key}.dataset'):
-            if not _local_backend(dataset):
+            if not _local_backend(dataset) or _downloads(dataset):
                 continue
             data_root = dataset.get('data_root')
             data_root = data_root if isinstance(data_root, str) else ''
@@ -519,6 +567,11 @@ def lock_work_dir(work_dir: str, launcher: str = 'none') -> WorkDirLock:
 #: How to install mmdet for the tools (setup.py's ``detection`` extra).
 MMDET_INSTALL = ('pip install -e ".[detection]" in the mmgc repository (mmcv first: see README.md, '
                  '"Install on a GPU cluster")')
+#: How to install mmpretrain for the tools (setup.py's ``classification`` extra).
+MMPRETRAIN_INSTALL = ('pip install -e ".[classification]" in the mmgc repository (mmcv first: see '
+                      'README.md, "Install on a GPU cluster")')
+#: The codebases whose configs the tools run, by default scope, and how to install each.
+CODEBASE_INSTALL = {'mmdet': MMDET_INSTALL, 'mmpretrain': MMPRETRAIN_INSTALL}
 
 
 def import_error_message(package: str, error: BaseException, install: str) -> str:
@@ -529,3 +582,31 @@ def import_error_message(package: str, error: BaseException, install: str) -> st
     lines = str(error).strip().splitlines()
     detail = f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
     return f'{package} is installed but cannot be imported ({_one_line(detail)}); {install}'
+
+
+def config_package_missing(error: BaseException) -> Optional[str]:
+    """The one-line message for mmengine's error on a ``_base_ = 'package::...'`` whose package
+    is not installed (``ModuleNotFoundError: mmpretrain is not installed, ...``); ``None`` for
+    any other error."""
+    match = re.match(r'(\w+) is not installed', str(error))
+    if not isinstance(error, ModuleNotFoundError) or not match:
+        return None
+    package = match.group(1)
+    install = CODEBASE_INSTALL.get(package, f'pip install {package}')
+    return f'the config takes its _base_ from {package}, which is not installed: {install}'
+
+
+def import_codebase(cfg: Mapping) -> Optional[str]:
+    """Imports the codebase that the config's ``default_scope`` names (``'mmdet'`` for mmdet's
+    configs, ``'mmpretrain'`` for mmpretrain's; the Runner would import it later, with a
+    traceback) and returns the scope. ``None`` or ``'mmengine'``: nothing to import. Raises
+    :class:`RunCheckError` with the install command where the import fails."""
+    scope = cfg.get('default_scope')
+    if not isinstance(scope, str) or scope in ('', 'mmengine'):
+        return None
+    try:
+        importlib.import_module(scope)
+    except (ImportError, AssertionError) as error:  # mmdet / mmpretrain assert mmcv's version
+        raise RunCheckError(import_error_message(
+            scope, error, CODEBASE_INSTALL.get(scope, f'pip install {scope}'))) from None
+    return scope

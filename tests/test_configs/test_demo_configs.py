@@ -1,4 +1,5 @@
-"""The embedded demo: the synthetic dataset generator and the demo configs."""
+"""The embedded demo: the synthetic dataset generators (detection, and the classification set
+the backbone is pretrained on) and the demo configs (the detectors and their pretraining)."""
 import hashlib
 import importlib.util
 import json
@@ -19,6 +20,8 @@ def load_tool(relative: str):
 
 
 synthetic = load_tool('tools/dataset_converters/synthetic_coco.py')
+shapes = load_tool('tools/dataset_converters/synthetic_shapes_cls.py')
+PRETRAIN = REPO / 'configs' / 'demo' / 'resnet18_1xb32_synthetic-shapes.py'
 
 
 def digest(root: Path) -> str:
@@ -63,7 +66,11 @@ def test_demo_twins_differ_only_in_the_optimizer(model):
     assert baseline['optim_wrapper']['optimizer'].pop('type') == 'SGD'
     assert gc['optim_wrapper']['optimizer'].pop('type') == 'SGDGC'
     assert baseline == gc
-    assert baseline['model']['backbone']['init_cfg'] is None   # nothing to download
+    # The demo's pretrained backbone, where gc_demo.py caches it (nothing to download).
+    demo = load_tool('tools/misc/gc_demo.py')
+    assert baseline['model']['backbone']['init_cfg'] == dict(
+        type='Pretrained', prefix='backbone.',
+        checkpoint=f'{demo.parse_args([]).work_dir}/pretrain/{demo.PRETRAINED}')
     assert baseline['custom_imports']['imports'] == ['mmgc']
 
 
@@ -83,3 +90,76 @@ def test_demo_table_in_the_papers_format():
     assert lines[5].split()[-7:] == ['+1.0', '+1.0', '+1.0', '|', '+1.0', '+1.0', '+1.0']
     with pytest.raises(SystemExit, match='no COCO metrics'):
         demo.metrics_of('nothing here')
+
+
+# --- the pretraining: classification dataset and config -----------------------------------------
+
+
+def test_shapes_generator_is_deterministic_by_seed(tmp_path):
+    a = shapes.make_dataset(tmp_path / 'a', train=2, val=1, seed=5)
+    b = shapes.make_dataset(tmp_path / 'b', train=2, val=1, seed=5)
+    c = shapes.make_dataset(tmp_path / 'c', train=2, val=1, seed=6)
+    assert digest(a) == digest(b)
+    assert digest(a) != digest(c)
+
+
+def test_shapes_generator_is_balanced_and_loads_in_mmpretrain(tmp_path):
+    import cv2
+    from mmpretrain.datasets import CustomDataset
+    root = shapes.make_dataset(tmp_path, train=4, val=2, seed=0, size=48)
+    assert shapes.CLASSES == tuple(sorted(shapes.CLASSES)) and len(shapes.CLASSES) == 5
+    for split, per_class in (('train', 4), ('val', 2)):
+        assert sorted(p.name for p in (root / split).iterdir()) == list(shapes.CLASSES)
+        for name in shapes.CLASSES:
+            files = sorted((root / split / name).glob('*.png'))
+            assert len(files) == per_class
+            image = cv2.imread(str(files[0]))
+            assert image.shape == (48, 48, 3) and image.std() > 10  # a shape on a background
+        # mmpretrain's folder layout: classes from the sub-folders, labels in CLASSES order.
+        dataset = CustomDataset(data_root=str(root), data_prefix=split, pipeline=[])
+        assert dataset.metainfo['classes'] == shapes.CLASSES
+        assert len(dataset) == per_class * len(shapes.CLASSES)
+        for index in range(len(dataset)):
+            info = dataset.get_data_info(index)
+            assert Path(info['img_path']).parent.name == shapes.CLASSES[info['gt_label']]
+
+
+def test_pretrain_config_trains_and_validates(tmp_path):
+    """The pretraining config as gc_demo.py runs it (the Runner, its pipeline, schedulers and
+    evaluator) on a tiny dataset: one training step, one validation, the checkpoint saved."""
+    from mmengine.runner import Runner
+    data_root = str(shapes.make_dataset(tmp_path / 'data', train=1, val=1, seed=0)) + '/'
+    cfg = Config.fromfile(str(PRETRAIN))
+    assert cfg.default_scope == 'mmpretrain' and cfg.model.type == 'ImageClassifier'
+    assert cfg.model.backbone.type == 'ResNet' and cfg.model.backbone.depth == 18
+    assert cfg.optim_wrapper.optimizer.type == 'SGD'      # the same for both detection runs
+    assert cfg.custom_imports == dict(imports=['mmgc'], allow_failed_imports=False)
+    assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes == len(shapes.CLASSES)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.train_dataloader.batch_size = 5
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+    cfg.train_cfg.update(max_epochs=1, val_interval=1)
+    cfg.default_hooks.checkpoint.interval = 1
+    cfg.log_level = 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 1
+    metrics = runner.message_hub.log_scalars
+    assert 0 <= metrics['val/accuracy/top1'].current() <= 100
+    assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+
+
+@pytest.mark.parametrize('model', ['mask-rcnn', 'faster-rcnn'])
+def test_pretrained_backbone_fits_the_detector_backbone(model):
+    """mmpretrain's ResNet-18 (the classifier's backbone.*) and mmdet's (the detector's) have
+    the same tensors: names and shapes, parameters and buffers."""
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    classifier = CLS_MODELS.build(Config.fromfile(str(PRETRAIN)).model)
+    cfg = Config.fromfile(str(DEMO / f'{model}_r18_fpn_synthetic.py'))
+    detector = DET_MODELS.build(cfg.model)
+    ours = {k: v.shape for k, v in classifier.state_dict().items() if k.startswith('backbone.')}
+    theirs = {f'backbone.{k}': v.shape for k, v in detector.backbone.state_dict().items()}
+    assert len(theirs) > 100
+    assert ours == theirs

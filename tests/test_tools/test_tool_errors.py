@@ -414,6 +414,75 @@ def test_datasets_in_wrappers(tmp_path):
                    ['train_dataloader'])
 
 
+def test_pretrained_checkpoints(tmp_path):
+    """init_cfg=dict(type='Pretrained') checkpoints anywhere in the model (a list of init_cfgs
+    too): a missing or refused local file is one line naming its config key; zoo names and URLs
+    pass; a good file passes."""
+    from mmgc.utils import check_pretrained
+    good = tmp_path / 'good.pth'
+    torch.save(dict(state_dict={'backbone.w': torch.ones(2)}), good)
+    missing = tmp_path / 'work_dirs' / 'demo' / 'pretrain' / 'pretrained.pth'
+    model = dict(type='X', backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=str(good))),
+                 head=dict(init_cfg=[dict(type='Normal'),
+                                     dict(type='Pretrained', checkpoint='torchvision://r50')]))
+    check_pretrained(dict(model=model))
+    model['neck'] = dict(init_cfg=[dict(type='Pretrained', checkpoint=str(missing),
+                                        prefix='backbone.')])
+    with pytest.raises(RunCheckError) as error:
+        check_pretrained(dict(model=model))
+    assert str(error.value) == (
+        f'model.neck.init_cfg.0.checkpoint: checkpoint {missing} does not exist; python '
+        'tools/misc/gc_demo.py writes it (its pretraining step), or set '
+        'model.neck.init_cfg.0.checkpoint (--cfg-options model.neck.init_cfg.0.checkpoint=PATH), '
+        'or start from random weights with model.neck.init_cfg.0=None')
+    evil = tmp_path / 'evil.pth'
+    write_case('os_system', evil)
+    model['neck'] = dict(init_cfg=dict(type='Pretrained', checkpoint=str(evil)))
+    with pytest.raises(RunCheckError) as error:
+        check_pretrained(dict(model=model))
+    assert 'refused' in str(error.value) and not WEIGHTS_ONLY_FALSE.search(str(error.value))
+    assert not marker_for(evil).exists()
+
+
+def test_train_py_missing_pretrained_backbone_is_one_line(tmp_path):
+    """The demo detector without its pretraining cache: one line saying what writes it."""
+    missing = tmp_path / 'nowhere.pth'
+    proc = run([PYTHON, TOOLS / 'train.py', DEMO / 'faster-rcnn_r18_fpn_synthetic.py',
+                '--work-dir', tmp_path / 'work', '--cfg-options',
+                f'model.backbone.init_cfg.checkpoint={missing}',
+                f'train_dataloader.dataset.data_root={REPO}/tests/',
+                'train_dataloader.dataset.ann_file=__init__.py', 'val_cfg=None'], check=False)
+    one_error_line(proc, 'train.py', f'model.backbone.init_cfg.checkpoint: checkpoint {missing} '
+                   'does not exist; put the file there')
+
+
+@pytest.mark.parametrize('kind', ['CIFAR100', 'mmpretrain.CIFAR10', 'MNIST'])
+def test_datasets_that_download_what_is_missing(tmp_path, kind):
+    """mmpretrain's CIFAR / MNIST datasets fetch a missing data root (download=True by default):
+    not an error, unless download=False."""
+    missing = str(tmp_path / 'cifar100')
+    check_datasets(dict(train_dataloader=loader(dict(type=kind, data_root=missing))),
+                   ['train_dataloader'])
+    with pytest.raises(RunCheckError) as error:
+        check_datasets(dict(train_dataloader=loader(dict(type=kind, data_root=missing,
+                                                         download=False))), ['train_dataloader'])
+    assert str(error.value) == (
+        f'train_dataloader: data root {missing} (train_dataloader.dataset.data_root) does not '
+        f'exist; set download=True on the dataset, or put the CIFAR python files under {missing}: '
+        'see configs/README.md')
+
+
+def test_classification_data_hints(tmp_path):
+    for root, hint in (('data/imagenet', 'ImageNet goes under data/imagenet/'),
+                       ('data/CUB_200_2011', 'fine-grained datasets'),
+                       ('data/stanford_dogs', 'fine-grained datasets')):
+        with pytest.raises(RunCheckError) as error:
+            check_datasets(dict(train_dataloader=loader(dict(type='CustomDataset',
+                                                             data_root=str(tmp_path / root)))),
+                           ['train_dataloader'])
+        assert hint in str(error.value) and 'configs/README.md' in str(error.value)
+
+
 def test_datasets_that_are_not_checked(tmp_path):
     """No ann_file (a folder dataset), URLs, another storage backend, built objects."""
     cfg = dict(

@@ -3,7 +3,7 @@ polygon masks, deterministic by seed. Nothing is downloaded.
 
     python tools/dataset_converters/synthetic_coco.py data/synthetic_coco --train 300 --val 60
 
-Layout (what ``configs/_base_/datasets/synthetic_coco.py`` reads)::
+Layout (what ``configs/_base_/datasets/synthetic_coco_instance.py`` reads)::
 
     data/synthetic_coco/
         annotations/instances_train.json, instances_val.json
@@ -24,16 +24,36 @@ CLASSES = ('circle', 'square', 'triangle')
 COLORS = {'circle': (220, 60, 60), 'square': (60, 200, 60), 'triangle': (60, 90, 230)}
 
 
-def _polygon(shape: str, cx: float, cy: float, size: float, angle: float) -> np.ndarray:
-    if shape == 'circle':
-        points = [(cx + size * math.cos(t), cy + size * math.sin(t))
+def outline(corners: int, cx: float, cy: float, radius: float, angle: float = 0.0,
+            inner: float = 1.0) -> np.ndarray:
+    """Vertices (N, 2) of a shape around (cx, cy): a circle for ``corners=0`` (a 24-gon), else a
+    regular polygon turned by ``angle``, or a star when ``inner < 1`` (every other vertex at
+    ``inner * radius``)."""
+    if corners == 0:
+        points = [(cx + radius * math.cos(t), cy + radius * math.sin(t))
                   for t in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
-    else:
-        corners = 4 if shape == 'square' else 3
-        points = [(cx + size * math.cos(angle + 2 * math.pi * k / corners),
-                   cy + size * math.sin(angle + 2 * math.pi * k / corners))
+    elif inner == 1.0:
+        points = [(cx + radius * math.cos(angle + 2 * math.pi * k / corners),
+                   cy + radius * math.sin(angle + 2 * math.pi * k / corners))
                   for k in range(corners)]
+    else:
+        points = [(cx + r * math.cos(angle + math.pi * k / corners),
+                   cy + r * math.sin(angle + math.pi * k / corners))
+                  for k, r in enumerate([radius, inner * radius] * corners)]
     return np.array(points, dtype=np.float32)
+
+
+def _polygon(shape: str, cx: float, cy: float, size: float, angle: float) -> np.ndarray:
+    return outline({'circle': 0, 'square': 4, 'triangle': 3}[shape], cx, cy, size, angle)
+
+
+def noisy_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A (size, size, 3) float32 image: one random grey-ish colour plus Gaussian noise."""
+    background = rng.integers(90, 160, size=3)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = background
+    image += rng.normal(0, 8, size=image.shape)
+    return image
 
 
 def _overlaps(box: Tuple[float, float, float, float], boxes: List[tuple]) -> bool:
@@ -48,10 +68,7 @@ def _overlaps(box: Tuple[float, float, float, float], boxes: List[tuple]) -> boo
 
 def make_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List[dict]]:
     """One image (H, W, 3 uint8 BGR) and its objects (class, polygon)."""
-    background = rng.integers(90, 160, size=3)
-    image = np.empty((size, size, 3), dtype=np.float32)
-    image[:] = background
-    image += rng.normal(0, 8, size=image.shape)
+    image = noisy_background(rng, size)
     objects, boxes = [], []
     for _ in range(int(rng.integers(1, 5))):
         for _attempt in range(20):

@@ -1,0 +1,7 @@
+# VGG-11 (BN) on CIFAR-100, SGDGC with Gradient Centralization on conv weights: the GC run of the GC
+# paper (Yong et al., ECCV 2020), Table 1 row "VGG-11". Identical to ./vgg11bn_1xb128_cifar100.py
+# except for the optimizer.
+# Train: python tools/train.py configs/cifar100/vgg11bn_gc_1xb128_cifar100.py
+_base_ = './vgg11bn_1xb128_cifar100.py'
+
+optim_wrapper = dict(optimizer=dict(type='SGDGC', gc_conv_only=True))

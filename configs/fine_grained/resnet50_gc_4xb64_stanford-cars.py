@@ -1,0 +1,8 @@
+# ImageNet ResNet-50 fine-tuned on Stanford Cars, SGDGC with Gradient Centralization on conv and fc
+# weights (the authors' fine-grained script used SGD_GC, not the conv-only SGD_GCC): the GC
+# run of the GC paper (Yong et al., ECCV 2020), Table 7 row "Stanford Cars". Identical to
+# ./resnet50_4xb64_stanford-cars.py except for the optimizer.
+# Train: bash tools/dist_train.sh configs/fine_grained/resnet50_gc_4xb64_stanford-cars.py 4
+_base_ = './resnet50_4xb64_stanford-cars.py'
+
+optim_wrapper = dict(optimizer=dict(type='SGDGC', gc_conv_only=False))
