@@ -134,57 +134,38 @@ def prediction_dumper(scope, path):
     return DumpResults(out_file_path=path)
 
 
+#: The model that merges the predictions of an image and its flip, where a config has no
+#: tta_model: mmdet's (boxes merged by NMS), or mmpretrain's (class scores averaged).
+TTA_MODELS = {
+    'mmdet': dict(type='DetTTAModel',
+                  tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)),
+    'mmpretrain': dict(type='AverageClsScoreTTA'),
+}
+FLIP_KEYS = ('flip', 'flip_direction')
+
+
 def default_tta(cfg, scope):
-    """Test-time augmentation: the config's, or each image and its horizontal flip."""
-    if scope == 'mmdet':
-        default_tta_mmdet(cfg)
-        return
+    """--tta: the config's tta_model and tta_pipeline; where it has none, each test image is
+    predicted as it is and flipped, and the codebase's TTA model merges the two predictions."""
     if 'tta_model' not in cfg:
-        warnings.warn('the config has no tta_model: averaging the class scores of each image '
-                      'and its horizontal flip (AverageClsScoreTTA)')
-        cfg.tta_model = dict(type='AverageClsScoreTTA')
+        if scope not in TTA_MODELS:
+            fail(f'--tta: the config has no tta_model, and mmgc knows no default for '
+                 f'default_scope {scope!r}; add tta_model (and tta_pipeline) to the config')
+        cfg.tta_model = deepcopy(TTA_MODELS[scope])
+        warnings.warn(f'--tta: the config has no tta_model; using {cfg.tta_model["type"]} on '
+                      'each image and its horizontal flip')
     if 'tta_pipeline' not in cfg:
-        pipeline = deepcopy(cfg.test_dataloader.dataset.pipeline)
+        dataset = cfg.test_dataloader.dataset
+        while 'dataset' in dataset:  # inside dataset wrappers
+            dataset = dataset['dataset']
+        pipeline = deepcopy(dataset.pipeline)
         pack = pipeline.pop()
+        if 'meta_keys' in pack:  # the merge step needs to know which prediction was flipped
+            pack['meta_keys'] = tuple(pack['meta_keys']) + tuple(
+                key for key in FLIP_KEYS if key not in pack['meta_keys'])
         pipeline.append(dict(type='TestTimeAug', transforms=[
             [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)], [pack]]))
         cfg.tta_pipeline = pipeline
-    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-
-
-def default_tta_mmdet(cfg):
-    """mmdet's default test-time augmentation (flip) where the config defines none."""
-    if 'tta_model' not in cfg:
-        warnings.warn('Cannot find ``tta_model`` in config, '
-                      'we will set it as default.')
-        cfg.tta_model = dict(
-            type='DetTTAModel',
-            tta_cfg=dict(
-                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-    if 'tta_pipeline' not in cfg:
-        warnings.warn('Cannot find ``tta_pipeline`` in config, '
-                      'we will set it as default.')
-        test_data_cfg = cfg.test_dataloader.dataset
-        while 'dataset' in test_data_cfg:
-            test_data_cfg = test_data_cfg['dataset']
-        cfg.tta_pipeline = deepcopy(test_data_cfg.pipeline)
-        flip_tta = dict(
-            type='TestTimeAug',
-            transforms=[
-                [
-                    dict(type='RandomFlip', prob=1.),
-                    dict(type='RandomFlip', prob=0.)
-                ],
-                [
-                    dict(
-                        type='PackDetInputs',
-                        meta_keys=('img_id', 'img_path', 'ori_shape',
-                                   'img_shape', 'scale_factor', 'flip',
-                                   'flip_direction'))
-                ],
-            ])
-        cfg.tta_pipeline[-1] = flip_tta
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
@@ -207,7 +188,7 @@ def main():
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
 
-    # work_dir is determined in this priority: CLI > segment in file > filename
+    # the work dir: --work-dir, else the config's work_dir, else work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

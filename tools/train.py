@@ -135,7 +135,7 @@ def main():
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
 
-    # work_dir is determined in this priority: CLI > segment in file > filename
+    # the work dir: --work-dir, else the config's work_dir, else work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -166,7 +166,7 @@ def main():
     if args.no_persistent_workers:
         set_dataloaders(cfg, persistent_workers=False)
 
-    # resume is determined in this priority: resume from > auto_resume
+    # --resume CKPT resumes from that file; a bare --resume from the work dir's latest
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -191,16 +191,9 @@ def main():
         # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
         init_cpu_distributed(cfg, args.launcher)
 
-        # build the runner from config
-        if 'runner_type' not in cfg:
-            # build the default runner
-            runner = Runner.from_cfg(cfg)
-        else:
-            # build customized runner from the registry
-            # if 'runner_type' is set in the cfg
-            runner = RUNNERS.build(cfg)
+        # the Runner: mmengine's, or the one the config names (runner_type)
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
-        # start training
         runner.train()
 
 

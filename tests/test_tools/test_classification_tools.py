@@ -219,3 +219,28 @@ def test_dist_train_and_test_on_gloo_without_mmdet(cls_config, tmp_path):
     assert "'backend': 'gloo'" in proc.stdout + proc.stderr
     with open(out, 'rb') as f:
         assert len(pickle.load(f)) == 8
+
+
+def test_train_py_mmpretrain_flags(cls_config, tmp_path):
+    """mmpretrain's --no-validate, --no-pin-memory and --no-persistent-workers: a training
+    without evaluation, its dataloaders as the flags say (the config dump of the work dir)."""
+    work_dir = tmp_path / 'work'
+    proc = run([PYTHON, TOOLS / 'train.py', cls_config, '--work-dir', work_dir, '--no-validate',
+                '--no-pin-memory', '--no-persistent-workers', '--cfg-options',
+                'train_cfg.max_epochs=1'])
+    assert 'accuracy/top1' not in proc.stdout + proc.stderr
+    assert (work_dir / 'epoch_1.pth').is_file()
+    from mmengine.config import Config
+    dumped = Config.fromfile(str(work_dir / cls_config.name))
+    assert dumped.val_dataloader is None and dumped.val_cfg is None
+    assert dumped.train_dataloader.pin_memory is False
+    assert dumped.train_dataloader.persistent_workers is False
+
+
+def test_auto_scale_lr_without_base_batch_is_one_line(cls_config, tmp_path):
+    proc = run([PYTHON, TOOLS / 'train.py', cls_config, '--work-dir', tmp_path, '--auto-scale-lr',
+                '--cfg-options', 'auto_scale_lr=None'], check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        'train.py: error: --auto-scale-lr: the config has no auto_scale_lr.base_batch_size (the '
+        'batch its lr is meant for); add auto_scale_lr = dict(base_batch_size=N)']

@@ -277,6 +277,17 @@ def test_test_py_evaluates_a_checkpoint(faster_run, faster_config, tmp_path, too
     assert {'img_id', 'pred_instances'} <= set(results[0])
 
 
+def test_test_py_tta_on_a_detector(faster_run, faster_config, tmp_path):
+    """--tta on a config without tta_model: mmdet's DetTTAModel merges each image with its flip
+    (COCO metrics come out; the flip keys reach the merge step)."""
+    straight, _ = faster_run
+    proc = run([PYTHON, TOOLS / 'test.py', faster_config, straight / 'epoch_2.pth', '--tta',
+                '--work-dir', tmp_path / 'work'])
+    both = proc.stdout + proc.stderr
+    assert 'using DetTTAModel on each image and its horizontal flip' in both
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', both), both[-3000:]
+
+
 def test_dist_test_two_processes_on_gloo(faster_run, faster_config, tmp_path):
     """``bash tools/dist_test.sh CONFIG CKPT 2`` on a machine without CUDA: both processes
     evaluate their half; the gathered results give the single-process metrics."""
