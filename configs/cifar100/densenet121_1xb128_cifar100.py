@@ -4,13 +4,7 @@
 # training: 1 GPU x 128 images, SGD lr 0.1, momentum 0.9, wd 5e-4, 200 epochs, lr x0.1 at
 # epochs 60, 120 and 180.
 # Train: python tools/train.py configs/cifar100/densenet121_1xb128_cifar100.py
-_base_ = [
-    'mmpretrain::_base_/datasets/cifar100_bs16.py',
-    'mmpretrain::_base_/schedules/cifar10_bs128.py',
-    'mmpretrain::_base_/default_runtime.py',
-]
-
-custom_imports = dict(imports=['mmgc'], allow_failed_imports=False)
+_base_ = '../_base_/cifar100_paper.py'
 
 # 3x3 stem conv (64 channels, stride 1, no max-pool), dense blocks of 6 / 12 / 24 / 16 layers,
 # growth 32, bottleneck 4 x 32, transitions keeping half of the channels; 1024 features.
@@ -28,10 +22,3 @@ model = dict(
         num_classes=100,
         in_channels=1024,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
-
-# The paper's values where mmpretrain's differ (16 images per GPU, wd 1e-4, steps at 100, 150).
-train_dataloader = dict(batch_size=128)
-optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0005))
-param_scheduler = dict(
-    type='MultiStepLR', by_epoch=True, milestones=[60, 120, 180], gamma=0.1)

@@ -3,13 +3,7 @@
 # VGG backbone plus mmgc, with the paper's training: 1 GPU x 128 images, SGD lr 0.1, momentum
 # 0.9, wd 5e-4, 200 epochs, lr x0.1 at epochs 60, 120 and 180.
 # Train: python tools/train.py configs/cifar100/vgg11bn_1xb128_cifar100.py
-_base_ = [
-    'mmpretrain::_base_/datasets/cifar100_bs16.py',
-    'mmpretrain::_base_/schedules/cifar10_bs128.py',
-    'mmpretrain::_base_/default_runtime.py',
-]
-
-custom_imports = dict(imports=['mmgc'], allow_failed_imports=False)
+_base_ = '../_base_/cifar100_paper.py'
 
 # The 8 convs of VGG-11 with BN and no classifier of their own (num_classes=-1): the 5 max-pools
 # take 32x32 images to 512 x 1 x 1, and one linear layer classifies them.
@@ -22,10 +16,3 @@ model = dict(
         num_classes=100,
         in_channels=512,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
-
-# The paper's values where mmpretrain's differ (16 images per GPU, wd 1e-4, steps at 100, 150).
-train_dataloader = dict(batch_size=128)
-optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0005))
-param_scheduler = dict(
-    type='MultiStepLR', by_epoch=True, milestones=[60, 120, 180], gamma=0.1)

@@ -239,7 +239,8 @@ PARENTS = {
          dict(type='DenseNetCIFAR', depth=121, growth_rate=32, bn_size=4, compression=0.5),
          1024), **CIFAR_TRAINING)),
     'cifar100/resnet50_1xb128_cifar100.py':
-    ('mmpretrain::resnet/resnet50_8xb16_cifar100.py', CIFAR_TRAINING),
+    (['mmpretrain::_base_/models/resnet50_cifar.py'] + CIFAR_PARTS,
+     dict(model=dict(head=dict(num_classes=100)), **CIFAR_TRAINING)),
     'cifar100/resnet50_adam_1xb128_cifar100.py':
     ('./resnet50_1xb128_cifar100.py', replace_optimizer(type='Adam', lr=1e-3, weight_decay=5e-4)),
     'cifar100/resnet50_adagrad_1xb128_cifar100.py':
@@ -285,6 +286,21 @@ def _load(path):
 def load(config):
     """The merged config (cached; a copy, free to change)."""
     return copy.deepcopy(_load(osp.join(CONFIG_ROOT, config)))
+
+
+# The Table 1 baselines and the Table 2 SGDM one take the paper's CIFAR training (CIFAR_PARTS + CIFAR_TRAINING, and the
+# mmgc import) from one shared file, after mmpretrain's model base where there is one; PARENTS
+# gives what each must merge to.
+SHARED_CIFAR = '../_base_/cifar100_paper.py'
+
+
+def written_base(config):
+    """The ``_base_`` a baseline's file writes."""
+    base, _ = PARENTS[config]
+    if isinstance(base, list) and base[-len(CIFAR_PARTS):] == CIFAR_PARTS:
+        models = base[:-len(CIFAR_PARTS)]
+        return models + [SHARED_CIFAR] if models else SHARED_CIFAR
+    return base
 
 
 def load_base(base, tmp_path):
@@ -397,10 +413,12 @@ def test_config_file_is_a_short_delta(config):
         assert set(optimizer) - {'type'} <= {'use_gc', 'gc_conv_only'}
         assert all(optimizer[k] == expected[k] for k in optimizer if k != 'type')
     else:
-        base, _ = PARENTS[config]
+        base = written_base(config)
         assert names['_base_'] == base
-        # a baseline on an mmpretrain config imports mmgc; one on another baseline inherits that
-        assert ('custom_imports' in names) == on_mmpretrain(base)
+        # a baseline on mmpretrain's configs alone imports mmgc; one on another baseline or on
+        # the shared CIFAR training inherits that
+        entries = [base] if isinstance(base, str) else base
+        assert ('custom_imports' in names) == all(on_mmpretrain(e) for e in entries)
         if 'custom_imports' in names:
             assert names['custom_imports'] == MMGC_IMPORT
 
@@ -470,6 +488,15 @@ def test_baseline_is_its_base_plus_the_paper_settings(baseline, tmp_path):
         expected = load(osp.join(osp.dirname(baseline), base[2:])).to_dict()
     merge(expected, changes)
     assert load(baseline).to_dict() == expected
+
+
+def test_resnet50_is_mmpretrains_cifar100_config_with_the_paper_training(tmp_path):
+    """The Table 2 baseline is mmpretrain's resnet/resnet50_8xb16_cifar100.py (whose zoo number
+    configs/README.md gives) with only the paper's training changed."""
+    expected = load_base('mmpretrain::resnet/resnet50_8xb16_cifar100.py', tmp_path)
+    expected['custom_imports'] = MMGC_IMPORT
+    merge(expected, CIFAR_TRAINING)
+    assert load('cifar100/resnet50_1xb128_cifar100.py').to_dict() == expected
 
 
 @pytest.mark.parametrize('twin', GC_TWINS)
