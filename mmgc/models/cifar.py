@@ -36,6 +36,13 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride:
     return nn.Sequential(*layers)
 
 
+def _check_positive_ints(owner: str, **values: object) -> None:
+    """Raises ``ValueError`` naming the first option that is not a positive int."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{owner}: {name} must be a positive int, got {value!r}')
+
+
 class ResNeXtBlock(nn.Module):
     """Bottleneck with a grouped 3x3 conv: 1x1 (``width``) -> 3x3 in ``groups`` groups
     (``width``, ``stride``) -> 1x1 (``out_channels``), plus the identity or a 1x1 projection,
@@ -90,7 +97,9 @@ class ResNeXtCIFAR(BaseModule):
                  expansion: int = 2, stem_channels: int = 64,
                  init_cfg: InitCfg = DEFAULT_INIT) -> None:
         super().__init__(init_cfg=init_cfg)
-        if depth < 11 or (depth - 2) % 9:
+        _check_positive_ints('ResNeXtCIFAR', cardinality=cardinality, base_width=base_width,
+                             expansion=expansion, stem_channels=stem_channels)
+        if not isinstance(depth, int) or depth < 11 or (depth - 2) % 9:
             raise ValueError(f'ResNeXtCIFAR: depth must be 9 * n + 2 with n >= 1 (29, 38, ...), '
                              f'got {depth!r}')
         self.depth = depth
@@ -176,6 +185,8 @@ class DenseNetCIFAR(BaseModule):
                  compression: float = 0.5, stem_channels: Optional[int] = None,
                  init_cfg: InitCfg = DEFAULT_INIT) -> None:
         super().__init__(init_cfg=init_cfg)
+        _check_positive_ints('DenseNetCIFAR', growth_rate=growth_rate, bn_size=bn_size,
+                             **({} if stem_channels is None else dict(stem_channels=stem_channels)))
         if depth not in self.arch_settings:
             raise ValueError(f'DenseNetCIFAR: depth must be one of '
                              f'{sorted(self.arch_settings)}, got {depth!r}')

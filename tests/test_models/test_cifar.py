@@ -93,7 +93,7 @@ def test_resnext29_output_for_cifar_images(resnext29):
     assert out[0].shape == (2, 2048, 8, 8)
 
 
-@pytest.mark.parametrize('depth', [0, 11.5, 28, 30, 2])
+@pytest.mark.parametrize('depth', [0, 11.5, 28, 30, 2, '29', 29.0])
 def test_resnext_refuses_depths_that_are_not_9n_plus_2(depth):
     with pytest.raises(ValueError, match=r'ResNeXtCIFAR: depth must be 9 \* n \+ 2'):
         ResNeXtCIFAR(depth=depth)
@@ -234,3 +234,17 @@ def test_import_mmgc_imports_neither_mmdet_nor_mmpretrain():
     out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == '[]'
+
+
+@pytest.mark.parametrize('cls, option, value', [
+    (ResNeXtCIFAR, 'cardinality', 0), (ResNeXtCIFAR, 'base_width', -1),
+    (ResNeXtCIFAR, 'expansion', 2.0), (ResNeXtCIFAR, 'stem_channels', True),
+    (DenseNetCIFAR, 'growth_rate', 0),
+    (DenseNetCIFAR, 'bn_size', 0), (DenseNetCIFAR, 'stem_channels', -3)])
+def test_sizes_must_be_positive_ints(cls, option, value):
+    """One line naming the backbone, the option and the value, before any layer is made (torch
+    would fail later with a message about a tensor, or build layers of zero channels)."""
+    with pytest.raises(ValueError) as error:
+        cls(**{option: value})
+    assert str(error.value) == (f'{cls.__name__}: {option} must be a positive int, '
+                                f'got {value!r}')
