@@ -20,14 +20,13 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 
 import mmengine  # noqa: E402
 from mmengine import ConfigDict  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmgc.utils import (RunCheckError, check_datasets, check_load_from,  # noqa: E402
-                        config_package_missing, import_codebase, init_cpu_distributed,
-                        run_dataloaders)
+                        init_cpu_distributed, load_run_config, run_dataloaders)
 
 
 def parse_args():
@@ -97,17 +96,6 @@ def fail(message):
     sys.exit(2)
 
 
-def load_config(path):
-    """The config, or one error line where its _base_ comes from a codebase not installed."""
-    try:
-        return Config.fromfile(path)
-    except ModuleNotFoundError as error:
-        message = config_package_missing(error)
-        if message is None:
-            raise
-        fail(message)
-
-
 def show_predictions(cfg, args, scope):
     """--show / --show-dir: switches on the config's visualization hook."""
     hook = cfg.get('default_hooks', {}).get('visualization')
@@ -173,16 +161,12 @@ def default_tta(cfg, scope):
 def main():
     args = parse_args()
 
-    cfg = load_config(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # The codebase of the config (mmdet, mmpretrain), or one line saying how to install it.
+    # The config, and its codebase (mmdet, mmpretrain), or one line saying how to install it.
     try:
-        scope = import_codebase(cfg)
+        cfg, scope = load_run_config(args.config, args.cfg_options)
     except RunCheckError as error:
         fail(str(error))
+    cfg.launcher = args.launcher
     if scope == 'mmdet':
         # mmdet's tool does this: DYNAMO_CACHE_SIZE_LIMIT (if set) bounds torch.compile's cache.
         from mmdet.utils import setup_cache_size_limit_of_dynamo

@@ -21,14 +21,13 @@ import warnings
 # come before the one-line errors below); nothing else is silenced.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmgc.utils import (RunCheckError, amp_device_available, amp_optim_wrapper,  # noqa: E402
                         check_datasets, check_last_checkpoint, check_load_from, check_pretrained,
-                        config_package_missing, import_codebase, init_cpu_distributed,
-                        lock_work_dir, run_dataloaders)
+                        init_cpu_distributed, load_run_config, lock_work_dir, run_dataloaders)
 
 
 def parse_args():
@@ -95,17 +94,6 @@ def fail(message):
     sys.exit(2)
 
 
-def load_config(path):
-    """The config, or one error line where its _base_ comes from a codebase not installed."""
-    try:
-        return Config.fromfile(path)
-    except ModuleNotFoundError as error:
-        message = config_package_missing(error)
-        if message is None:
-            raise
-        fail(message)
-
-
 def set_dataloaders(cfg, **options):
     """Sets these dataloader options in every dataloader of the config."""
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -120,16 +108,12 @@ def main():
     if args.amp and not amp_device_available():
         fail('--amp needs a CUDA (or NPU/MLU/MUSA) device; none is available on this machine')
 
-    cfg = load_config(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # The codebase of the config (mmdet, mmpretrain), or one line saying how to install it.
+    # The config, and its codebase (mmdet, mmpretrain), or one line saying how to install it.
     try:
-        scope = import_codebase(cfg)
+        cfg, scope = load_run_config(args.config, args.cfg_options)
     except RunCheckError as error:
         fail(str(error))
+    cfg.launcher = args.launcher
     if scope == 'mmdet':
         # mmdet's tool does this: DYNAMO_CACHE_SIZE_LIMIT (if set) bounds torch.compile's cache.
         from mmdet.utils import setup_cache_size_limit_of_dynamo

@@ -5,13 +5,13 @@ from .run_checks import (CODEBASE_INSTALL, MMDET_INSTALL, MMPRETRAIN_INSTALL, Ru
                          WorkDirLock, check_checkpoint, check_datasets, check_last_checkpoint,
                          check_load_from, check_pretrained, checkpoint_problem,
                          config_package_missing, import_codebase, import_error_message,
-                         lock_work_dir, run_dataloaders)
+                         load_run_config, lock_work_dir, run_dataloaders)
 
 __all__ = [
     'allow_mmengine_checkpoints', 'AMP_OPTIM_WRAPPERS', 'amp_device_available',
     'amp_optim_wrapper', 'init_cpu_distributed', 'CODEBASE_INSTALL', 'MMDET_INSTALL',
     'MMPRETRAIN_INSTALL', 'RunCheckError', 'WorkDirLock', 'check_checkpoint', 'check_datasets',
     'check_last_checkpoint', 'check_load_from', 'check_pretrained', 'checkpoint_problem',
-    'config_package_missing', 'import_codebase', 'import_error_message', 'lock_work_dir',
-    'run_dataloaders'
+    'config_package_missing', 'import_codebase', 'import_error_message', 'load_run_config',
+    'lock_work_dir', 'run_dataloaders'
 ]

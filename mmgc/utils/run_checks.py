@@ -45,7 +45,7 @@ __all__ = [
     'RunCheckError', 'checkpoint_problem', 'check_checkpoint', 'check_load_from',
     'check_last_checkpoint', 'check_pretrained', 'run_dataloaders', 'check_datasets', 'WORK_DIR_LOCK', 'WorkDirLock',
     'lock_work_dir', 'MMDET_INSTALL', 'MMPRETRAIN_INSTALL', 'CODEBASE_INSTALL',
-    'import_error_message', 'config_package_missing', 'import_codebase'
+    'import_error_message', 'config_package_missing', 'import_codebase', 'load_run_config'
 ]
 
 
@@ -610,3 +610,21 @@ def import_codebase(cfg: Mapping) -> Optional[str]:
         raise RunCheckError(import_error_message(
             scope, error, CODEBASE_INSTALL.get(scope, f'pip install {scope}'))) from None
     return scope
+
+
+def load_run_config(path: str, cfg_options: Optional[Mapping] = None) -> Tuple[Any, Optional[str]]:
+    """What ``tools/train.py`` and ``tools/test.py`` start from: the config at ``path`` with the
+    ``--cfg-options`` merged in, and its codebase imported (:func:`import_codebase`, whose
+    scope is returned). Raises :class:`RunCheckError` where the config's ``_base_`` comes from a
+    codebase that is not installed, or its codebase cannot be imported."""
+    from mmengine.config import Config
+    try:
+        cfg = Config.fromfile(path)
+    except ModuleNotFoundError as error:
+        message = config_package_missing(error)
+        if message is None:
+            raise
+        raise RunCheckError(message) from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg, import_codebase(cfg)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import mmgc  # noqa: F401  (torch.load(weights_only=True) of mmengine checkpoints, below)
-from mmgc.utils import config_package_missing
+from mmgc.utils import RunCheckError, config_package_missing, load_run_config
 
 from .test_tools import PYTHON, TOOLS, free_port, mmpretrain_tool, run, subprocess_env
 
@@ -187,6 +187,30 @@ def test_config_package_missing():
         ModuleNotFoundError('mmfoo is not installed, please install mmfoo manually'))
     assert config_package_missing(ModuleNotFoundError("No module named 'x'")) is None
     assert config_package_missing(ValueError('mmdet is not installed')) is None
+
+
+def test_load_run_config(cls_config, monkeypatch):
+    """The config with --cfg-options merged and its scope; a `package::` base whose package is
+    not installed is a RunCheckError (the tools' one line); other errors pass through."""
+    cfg, scope = load_run_config(str(cls_config), {'train_cfg.max_epochs': 7})
+    assert scope == 'mmpretrain' and cfg.train_cfg.max_epochs == 7
+    from mmengine.config import Config
+
+    def missing(path):
+        raise ModuleNotFoundError('mmpretrain is not installed, please install mmpretrain '
+                                  'manually')
+
+    monkeypatch.setattr(Config, 'fromfile', missing)
+    with pytest.raises(RunCheckError, match='the config takes its _base_ from mmpretrain, '
+                       'which is not installed: pip install -e ".'):
+        load_run_config(str(cls_config))
+
+    def other(path):
+        raise ModuleNotFoundError("No module named 'mmfoo'", name='mmfoo')
+
+    monkeypatch.setattr(Config, 'fromfile', other)
+    with pytest.raises(ModuleNotFoundError, match='mmfoo'):
+        load_run_config(str(cls_config))
 
 
 def test_mmpretrain_stock_tools_with_custom_imports_only(cls_config, tmp_path):
