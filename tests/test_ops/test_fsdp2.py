@@ -81,6 +81,9 @@ def worker(rank: int, port: int, out: str) -> None:
             weights={n: p.full_tensor().detach() for n, p in model.named_parameters()})
     results['centralize_'] = check_centralize(mesh)
     torch.save(results, f'{out}.{rank}')
+    # Both ranks finish together: a rank that leaves while gloo's thread in the other still
+    # reads from it can end that process with std::terminate (a teardown race, not GC's).
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -160,3 +163,7 @@ def test_fsdp2_sharded_steps_equal_a_single_process(tmp_path):
 
 if __name__ == '__main__':
     worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    # Results are saved: leave without the interpreter's teardown of torch's native threads.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
