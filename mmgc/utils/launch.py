@@ -14,6 +14,7 @@ configs, and ``--launcher pytorch`` on machines without CUDA.
 
 Only torch and mmengine are imported here.
 """
+import atexit
 import datetime
 import os
 from typing import Any, MutableMapping, Optional
@@ -158,4 +159,22 @@ def init_cpu_distributed(cfg: MutableMapping, launcher: Optional[str] = None) ->
     torch_dist.init_process_group(
         backend='gloo', init_method='env://', rank=int(os.environ['RANK']),
         world_size=int(os.environ['WORLD_SIZE']), **kwargs)
+    atexit.register(_leave_process_group)
     return True
+
+
+def _leave_process_group() -> None:
+    """At exit, the ranks meet (for 60 s at most: a rank that failed does not come) and then
+    close the gloo group together. A rank whose process ends while gloo's threads in another
+    still read from it can end that other process with std::terminate (SIGABRT) after its work
+    is done."""
+    if not torch_dist.is_initialized():
+        return
+    try:
+        torch_dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+    except Exception:  # a rank that failed or left: close anyway
+        pass
+    try:
+        torch_dist.destroy_process_group()
+    except Exception:
+        pass
