@@ -3,7 +3,6 @@
 pretraining's mmpretrain classifier), and the demo pretrains once, reuses its cache, and
 pretrains again when asked (tools run by a stand-in for ``gc_demo.run``: no minutes of
 training)."""
-import importlib.util
 import re
 from pathlib import Path
 from typing import Dict, List
@@ -13,15 +12,10 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
+from ..test_configs.test_demo_configs import load_tool
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs' / 'demo'
-
-
-def load_tool(relative: str):
-    spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 demo = load_tool('tools/misc/gc_demo.py')
