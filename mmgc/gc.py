@@ -6,12 +6,12 @@ For a weight whose dim 0 indexes output channels, every slice ``g[i]`` loses its
 
 This module is the only place in mmgc that takes a slice mean in Python. Everything else (the
 GC optimizers, the GC optim wrappers) calls :func:`centralize_` or :func:`centralized_update`;
-the one exception is the fused CPU kernels of ``SGDGC`` / ``SGDWGC`` / ``AdamGC`` / ``AdamWGC``
-(``mmgc/ops``), which take the same means inside the step (with the same rule for which tensors
-are centralized, ``centralized()`` in ``gc_cpu.h``) and are tested against this module. On CPU,
-float32 / float64 tensors whose dim-0 slices are whole blocks of memory, :func:`centralize_`
-itself runs a compiled kernel (``gc_centralize_cpu.cpp``) that reads and writes each value once;
-``fast=False`` never does.
+the one exception is the fused kernels of ``SGDGC`` / ``SGDWGC`` / ``AdamGC`` / ``AdamWGC``
+(``mmgc/ops``: C++ on CPU, Triton on CUDA), which take the same means inside the step (with the
+same rule for which tensors are centralized) and are tested against this module. For tensors
+whose dim-0 slices are whole blocks of memory (float32 / float64 on CPU; float32, float16,
+bfloat16 and float64 on CUDA), :func:`centralize_` itself runs a kernel (``gc_centralize_cpu.cpp``,
+``gc_triton.py``) that reads and writes each value once; ``fast=False`` never does.
 
 Which tensors are centralized (see :func:`gc_applies`): ``ndim > 1`` (conv and fc weights), or
 ``ndim > 3`` with ``conv_only=True``; never 1-D tensors, and never slices of a single element
@@ -38,7 +38,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from mmgc.ops import cpu_kernels, kernel_tensor
+from mmgc.ops import kernel_tensor, kernels_for
 
 __all__ = ['gc_applies', 'centralize_', 'centralized_update']
 
@@ -76,13 +76,17 @@ def _subtract_(tensors: Sequence[Tensor], means: Sequence[Tensor], fast: bool) -
 
 
 def _centralized_in_kernel_(tensors: List[Tensor], params: List[Tensor], decay: float) -> bool:
-    """The CPU kernel's centralization, when it takes all of ``tensors`` (else nothing done).
-    Tensor subclasses (``DTensor``, ...), meta and sparse tensors never reach it (see
-    :func:`mmgc.ops.kernel_tensor`)."""
-    if not all(map(kernel_tensor, tensors)) or not all(map(kernel_tensor, params)):
+    """A fused kernel's centralization (C++ on CPU, Triton on CUDA), when it takes all of
+    ``tensors`` (else nothing done). Tensor subclasses (``DTensor``, ...), meta and sparse
+    tensors never reach the CPU one (see :func:`mmgc.ops.kernel_tensor`); the Triton one
+    checks its tensors itself."""
+    kernels = kernels_for(tensors[0].device)
+    if kernels is None:
         return False
-    kernels = cpu_kernels()
-    return kernels is not None and kernels.gc_centralize_(tensors, params, decay)
+    if not getattr(kernels, 'checks_tensors', False) and (
+            not all(map(kernel_tensor, tensors)) or not all(map(kernel_tensor, params))):
+        return False
+    return kernels.gc_centralize_(tensors, params, decay)
 
 
 def _dtensor_type() -> Optional[type]:

@@ -1,5 +1,15 @@
-"""Compiled fast paths for CPU tensors: fused GC + optimizer-step kernels (SGD(W), Adam(W)) and
-the GC operator in one visit of each row (the fast path of :func:`mmgc.gc.centralize_`).
+"""Fused fast paths: GC + optimizer-step kernels (SGD(W), Adam(W)) and the GC operator in one
+visit of each row (the fast path of :func:`mmgc.gc.centralize_`), compiled C++ for CPU tensors
+(``csrc/``) and Triton for CUDA tensors (``gc_triton.py``).
+
+CUDA tensors take the Triton kernels (:func:`triton_kernels`): one launch per param group (per
+dtype for :func:`mmgc.gc.centralize_`), float32 / float16 / bfloat16 / float64, tensors in any
+dense layout (channels_last included). Where Triton is missing or a kernel fails to compile,
+mmgc warns once, in one line, and takes the plain path. With ``MMGC_TRITON_ON_CPU=1`` and
+Triton's interpreter (``TRITON_INTERPRET=1`` set before Triton is first imported), CPU tensors
+take the Triton kernels instead of the C++ ones: that is how they are tested without a GPU.
+
+CPU kernels:
 
 Built on first use with torch's C++ extension loader (a C++20 compiler is needed; about a
 minute, once per torch version: the build is cached in ``$TORCH_EXTENSIONS_DIR`` or
@@ -11,11 +21,13 @@ torch's own step), which computes the same thing; ``MMGC_BUILD_VERBOSE=1`` shows
 whole log.
 
 The kernels take only what they can read directly: exact ``torch.Tensor`` / ``nn.Parameter``
-objects, dense (strided), on the CPU (:func:`kernel_tensor`). Tensor subclasses (``DTensor`` of
-FSDP2 / tensor parallelism, ``FakeTensor``, any ``__torch_dispatch__`` wrapper), meta and sparse
-tensors, and param groups that list a parameter twice take the plain path.
+objects, dense (strided), on the CPU (:func:`kernel_tensor`) or on a CUDA device. Tensor
+subclasses (``DTensor`` of FSDP2 / tensor parallelism, ``FakeTensor``, any
+``__torch_dispatch__`` wrapper), meta and sparse tensors, and param groups that list a parameter
+twice take the plain path.
 
-``MMGC_FUSED_KERNELS=0`` switches the kernels off; :func:`fused_kernels` does so for a block.
+``MMGC_FUSED_KERNELS=0`` switches all kernels off (CPU and CUDA); :func:`fused_kernels` does so
+for a block.
 """
 import hashlib
 import logging
@@ -32,14 +44,15 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
-__all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels', 'kernel_tensor']
+__all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels', 'kernel_tensor', 'kernels_for',
+           'triton_kernels']
 
 _CSRC = Path(__file__).parent / 'csrc'
 _SOURCES = [_CSRC / name for name in ('bindings.cpp', 'gc_sgd_cpu.cpp', 'gc_adam_cpu.cpp',
                                         'gc_centralize_cpu.cpp')]
 _HEADER = _CSRC / 'gc_cpu.h'
 _state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', module=None,
-                    failed=False)
+                    failed=False, triton=None, triton_failed=False)
 
 
 _KERNEL_TYPES = (Tensor, Parameter)
@@ -131,6 +144,75 @@ def cpu_kernels() -> Optional[Any]:
     return _state['module']
 
 
+def _triton_on_cpu() -> bool:
+    """Whether CPU tensors should take the Triton kernels (``MMGC_TRITON_ON_CPU=1``), which
+    then run under Triton's interpreter (``TRITON_INTERPRET=1`` before Triton is imported)."""
+    return os.environ.get('MMGC_TRITON_ON_CPU', '0').strip().lower() in ('1', 'true', 'on', 'yes')
+
+
+def _triton_failed(error: BaseException) -> None:
+    _state['triton_failed'] = True
+    line = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
+    warnings.warn(f'mmgc: Triton GC kernels unavailable ({type(error).__name__}: {line[:200]}); '
+                  'using the plain path (same results, slower)', stacklevel=3)
+
+
+class _TritonKernels:
+    """The Triton launchers (``gc_triton.py``) behind the CPU kernels' interface. A launch that
+    fails (a GPU Triton cannot compile for, a missing compiler) switches them off with one
+    warning, and the call answers "not taken", having changed nothing, so the plain path runs."""
+
+    checks_tensors = True  # (types, devices, layouts: whatever it cannot take, it refuses)
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.interpreted = module.INTERPRETED
+
+    def _guarded(self, name: str, refused: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.module, name)(*args, **kwargs)
+        except Exception as error:  # compilation or launch: the plain path still works
+            _triton_failed(error)
+            return refused
+
+    def gc_sgd_(self, *args: Any, **kwargs: Any) -> Tuple[bool, List[Tensor]]:
+        return self._guarded('gc_sgd_', (False, []), *args, **kwargs)
+
+    def gc_adam_(self, *args: Any, **kwargs: Any) -> bool:
+        return self._guarded('gc_adam_', False, *args, **kwargs)
+
+    def gc_centralize_(self, *args: Any, **kwargs: Any) -> bool:
+        return self._guarded('gc_centralize_', False, *args, **kwargs)
+
+
+def triton_kernels() -> Optional[_TritonKernels]:
+    """The Triton kernels, or ``None`` when they are off, Triton is missing, or they failed."""
+    if not _state['enabled'] or _state['triton_failed']:
+        return None
+    if _state['triton'] is None:
+        try:
+            from . import gc_triton
+        except Exception as error:  # no triton, or one too old for the kernels
+            _triton_failed(error)
+            return None
+        _state['triton'] = _TritonKernels(gc_triton)
+    return _state['triton']
+
+
+def kernels_for(device: torch.device) -> Optional[Any]:
+    """The fused kernels for tensors on ``device``: Triton's on CUDA (and on the CPU under
+    Triton's interpreter), the compiled C++ ones on the CPU; ``None`` elsewhere or when off."""
+    if device.type == 'cuda':
+        return triton_kernels()
+    if device.type == 'cpu':
+        if _triton_on_cpu():
+            kernels = triton_kernels()
+            if kernels is not None and kernels.interpreted:
+                return kernels
+        return cpu_kernels()
+    return None
+
+
 @contextmanager
 def fused_kernels(enabled: bool) -> Iterator[None]:
     """Switches the fused kernels on or off inside the ``with`` block (for checking)."""
@@ -160,12 +242,11 @@ def _group_takes_kernels(params: List[Tensor]) -> bool:
 
 def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
     """``(kernels, group, params with a gradient)`` for each param group of a GC optimizer whose
-    options and tensors the fused CPU kernels support (see :func:`kernel_tensor`; no parameter
-    twice); none when the kernels are off. The kernels then check the tensors again (float32 /
-    float64, dense, gradients and states laid out as the params, memory of their own) and take
-    the whole group or leave it all to the plain path."""
-    kernels = cpu_kernels()
-    if kernels is None:
+    options and tensors the fused kernels support (see :func:`kernel_tensor`; no parameter
+    twice; CUDA tensors for the Triton kernels); none when the kernels are off. The kernels
+    then check the tensors again (dtype, dense, gradients and states laid out as the params,
+    memory of their own) and take the whole group or leave it all to the plain path."""
+    if not _state['enabled']:
         return
     for group in optimizer.param_groups:
         lr = group['lr']
@@ -174,5 +255,13 @@ def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
                 or (isinstance(lr, Tensor) and (lr.requires_grad or lr.device.type != 'cpu'))):
             continue
         params = [p for p in group['params'] if p.grad is not None]
-        if params and _group_takes_kernels(params):
+        if not params:
+            continue
+        kernels = kernels_for(params[0].device)
+        if kernels is None:
+            continue
+        if isinstance(kernels, _TritonKernels):  # (they check types and devices themselves)
+            if len(set(map(id, params))) == len(params):
+                yield kernels, group, params
+        elif _group_takes_kernels(params):
             yield kernels, group, params

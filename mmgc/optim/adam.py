@@ -25,8 +25,9 @@ def _new_step_count(group: dict, p: Tensor) -> Tensor:
 
 
 def _fused_adam_step(optimizer: Adam) -> List[Tensor]:
-    """GC + Adam(W) of whole param groups in one pass per weight (mmgc/ops/csrc/gc_adam_cpu.cpp),
-    where the kernel supports every tensor of the group. Returns the params it stepped."""
+    """GC + Adam(W) of whole param groups in one pass per weight (mmgc/ops/csrc/gc_adam_cpu.cpp
+    on CPU, mmgc/ops/gc_triton.py on CUDA), where the kernel supports every tensor of the group.
+    Returns the params it stepped."""
     handled: List[Tensor] = []
     for kernels, group, params in fused_groups(optimizer):
         states = [optimizer.state[p] for p in params]
@@ -70,9 +71,10 @@ class AdamGC(GCOptimizer, Adam):
 
     All three can be set per param group. The state dict is ``Adam``'s.
 
-    On CPU, float32 / float64 weights take a fused kernel (GC and the whole Adam step in one
-    pass over each weight; see ``mmgc.ops``) unless ``amsgrad`` or ``capturable`` is set;
-    everything else takes the plain path.
+    Fused kernels take GC and the whole Adam step in one pass over each weight (see
+    ``mmgc.ops``: C++ for float32 / float64 CPU tensors, Triton for CUDA tensors, one launch per
+    param group) unless ``amsgrad`` or ``capturable`` is set; everything else takes the plain
+    path.
     """
     gc_locs = GC_LOCS
 

@@ -13,8 +13,9 @@ from .base import GCOptimizer
 
 
 def _fused_sgd_step(optimizer: SGD, decoupled: bool) -> List[Tensor]:
-    """GC + SGD(W) of whole param groups in one pass per weight (mmgc/ops/csrc/gc_sgd_cpu.cpp),
-    where the kernel supports every tensor of the group. Returns the params it stepped."""
+    """GC + SGD(W) of whole param groups in one pass per weight (mmgc/ops/csrc/gc_sgd_cpu.cpp on
+    CPU, mmgc/ops/gc_triton.py on CUDA), where the kernel supports every tensor of the group.
+    Returns the params it stepped."""
     handled: List[Tensor] = []
     for kernels, group, params in fused_groups(optimizer):
         momentum = group['momentum']
@@ -54,8 +55,10 @@ class SGDGC(GCOptimizer, SGD):
     ``GCOptimWrapperConstructor``'s ``paramwise_cfg``. The state dict is ``SGD``'s: an SGD
     checkpoint resumes into ``SGDGC`` and back.
 
-    On CPU, float32 / float64 weights take a fused kernel (GC and the whole SGD step in one
-    pass over each weight; see ``mmgc.ops``); everything else takes the plain path.
+    Fused kernels take GC and the whole SGD step in one pass over each weight (see
+    ``mmgc.ops``): compiled C++ for float32 / float64 CPU tensors, Triton for CUDA tensors
+    (float32, float16, bfloat16, float64; one launch per param group); everything else takes
+    the plain path.
     """
 
     def _fused_step(self) -> List[Tensor]:

@@ -3,6 +3,15 @@ import torch
 
 from mmgc.ops import fused_kernels
 
+# SGD options that reach every branch of the fused SGD kernels (CPU and Triton).
+SGD_OPTIONS = [
+    dict(lr=0.05),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True),
+    dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-2, maximize=True),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-2, gc_conv_only=True),
+]
+
 
 def random_params(seed, dtype):
     """Weights of random shapes (1-D to 4-D, some channels_last) and two larger ones."""

@@ -76,7 +76,7 @@ def test_centralize_takes_the_kernel_on_cpu(monkeypatch):
             calls.append(len(args[0]))
             return kernels.gc_centralize_(*args)
 
-    monkeypatch.setattr('mmgc.gc.cpu_kernels', lambda: Spy())
+    monkeypatch.setattr('mmgc.gc.kernels_for', lambda device: Spy())
     tensors = conv_fc_tensors(3, torch.float32) + [torch.randn(5)]   # a bias: not centralized
     centralize_(tensors)
     assert calls == [sum(gc_applies(t) for t in tensors)]

@@ -7,15 +7,9 @@ import torch
 from mmgc import SGDGC, SGDWGC
 from mmgc.ops import cpu_kernels, fused_kernels
 
+from .paths import SGD_OPTIONS as OPTIONS
 from .paths import random_params, run
 
-OPTIONS = [
-    dict(lr=0.05),
-    dict(lr=0.05, momentum=0.9, weight_decay=1e-2),
-    dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True),
-    dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-2, maximize=True),
-    dict(lr=0.05, momentum=0.9, weight_decay=1e-2, gc_conv_only=True),
-]
 
 
 def test_the_kernels_build_here():
