@@ -49,7 +49,7 @@ __all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels', 'kernel_tensor', 'ker
 
 _CSRC = Path(__file__).parent / 'csrc'
 _SOURCES = [_CSRC / name for name in ('bindings.cpp', 'gc_sgd_cpu.cpp', 'gc_adam_cpu.cpp',
-                                        'gc_centralize_cpu.cpp')]
+                                        'gc_centralize_cpu.cpp', 'gc_triton_table.cpp')]
 _HEADER = _CSRC / 'gc_cpu.h'
 _state: dict = dict(enabled=os.environ.get('MMGC_FUSED_KERNELS', '1') != '0', module=None,
                     failed=False, triton=None, triton_failed=False)

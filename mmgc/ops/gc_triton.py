@@ -23,10 +23,10 @@ Arithmetic runs in float32 (float64 for float64 tensors); fp16 / bf16 values are
 when stored. Every result depends only on the row, never on the grid: a tensor stepped alone or
 among others, in any order, gets the same bits.
 """
+import math
 import struct
 from array import array
-import weakref
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -39,6 +39,7 @@ __all__ = ['CHUNK', 'gc_adam_', 'gc_centralize_', 'gc_sgd_', 'supported']
 CHUNK = 4096
 # Rows per program for rows of up to 64, 256 and 1024 values (longer rows: one a program).
 _PACKED = ((64, 64), (256, 16), (1024, 4))
+_PACKED_FLAT = [n for pair in _PACKED for n in pair]
 _HEADER = 16       # float64 hyperparameters, then the first-program column, then the rows
 _WIDTH = 10        # int64 values per tensor
 _MAX_TENSORS = 4096
@@ -48,6 +49,7 @@ _CENTRALIZE, _FIRST = 1, 2
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _PLAIN = (Tensor, Parameter)
+_PLAIN_SET = frozenset(_PLAIN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,6 +70,17 @@ def _find(table, n_tensors, pid, HEADER: tl.constexpr, TENSORS: tl.constexpr):
     index = tl.arange(0, TENSORS)
     starts = tl.load(table + HEADER + index, mask=index < n_tensors, other=1 << 62)
     return tl.sum((starts <= pid).to(tl.int32), axis=0) - 1
+
+
+@triton.jit
+def _locate(table, n_tensors, HEADER: tl.constexpr, WIDTH: tl.constexpr, TENSORS: tl.constexpr):
+    """This program's tensor (its index and table row), its block number within the tensor, and
+    the tensor's size, row length and row count."""
+    pid = tl.program_id(0)
+    index = _find(table, n_tensors, pid, HEADER, TENSORS)
+    row = table + HEADER + n_tensors + index * WIDTH
+    program = pid - tl.load(table + HEADER + index)
+    return index, row, program, tl.load(row + 1), tl.load(row + 2), tl.load(row + 3)
 
 
 @triton.jit
@@ -112,13 +125,8 @@ def _centralize_rows(t_ptr, p_ptr, decay, first_row, n_rows, row_len, numel,
 def _centralize_kernel(table, hyper, n_tensors, proto, DECAY: tl.constexpr, F64: tl.constexpr,
                        CHUNK: tl.constexpr, HEADER: tl.constexpr, WIDTH: tl.constexpr,
                        TENSORS: tl.constexpr):
-    pid = tl.program_id(0)
-    index = _find(table, n_tensors, pid, HEADER, TENSORS)
-    row = table + HEADER + n_tensors + index * WIDTH
-    program = pid - tl.load(table + HEADER + index)
-    numel = tl.load(row + 1)
-    row_len = tl.load(row + 2)
-    n_rows = tl.load(row + 3)
+    index, row, program, numel, row_len, n_rows = _locate(table, n_tensors, HEADER, WIDTH,
+                                                          TENSORS)
     t_ptr = _pointer(row, 5, proto)
     p_ptr = _pointer(row, 6, proto)
     decay = _acc(tl.load(hyper + 0), F64)
@@ -209,13 +217,8 @@ def _sgd_rows(w_ptr, g_ptr, b_ptr, first_row, n_rows, row_len, numel, centralize
 def _sgd_kernel(table, hyper, n_tensors, proto, DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
                 NESTEROV: tl.constexpr, F64: tl.constexpr, CHUNK: tl.constexpr,
                 HEADER: tl.constexpr, WIDTH: tl.constexpr, TENSORS: tl.constexpr):
-    pid = tl.program_id(0)
-    index = _find(table, n_tensors, pid, HEADER, TENSORS)
-    row = table + HEADER + n_tensors + index * WIDTH
-    program = pid - tl.load(table + HEADER + index)
-    numel = tl.load(row + 1)
-    row_len = tl.load(row + 2)
-    n_rows = tl.load(row + 3)
+    index, row, program, numel, row_len, n_rows = _locate(table, n_tensors, HEADER, WIDTH,
+                                                          TENSORS)
     flags = tl.load(row + 4)
     centralize = flags & 1
     first = flags & 2
@@ -330,13 +333,8 @@ def _adam_kernel(table, hyper, n_tensors, proto, step_proto, DECAY: tl.constexpr
                  UPDATE: tl.constexpr, STEP_IN_TABLE: tl.constexpr, F64: tl.constexpr,
                  CHUNK: tl.constexpr, HEADER: tl.constexpr, WIDTH: tl.constexpr,
                  TENSORS: tl.constexpr):
-    pid = tl.program_id(0)
-    index = _find(table, n_tensors, pid, HEADER, TENSORS)
-    row = table + HEADER + n_tensors + index * WIDTH
-    program = pid - tl.load(table + HEADER + index)
-    numel = tl.load(row + 1)
-    row_len = tl.load(row + 2)
-    n_rows = tl.load(row + 3)
+    index, row, program, numel, row_len, n_rows = _locate(table, n_tensors, HEADER, WIDTH,
+                                                          TENSORS)
     centralize = tl.load(row + 4) & 1
     w_ptr = _pointer(row, 5, proto)
     g_ptr = _pointer(row, 6, proto)
@@ -384,6 +382,20 @@ def _adam_kernel(table, hyper, n_tensors, proto, step_proto, DECAY: tl.constexpr
 # --------------------------------------------------------------------------------------------
 # Launchers: the same signatures as the CPU kernels' (mmgc/ops/csrc/gc_cpu.h)
 # --------------------------------------------------------------------------------------------
+# The table is checked and written by C++ (csrc/gc_triton_table.cpp, part of the CPU kernels'
+# build: a few microseconds for a Faster R-CNN group, against about half a millisecond in
+# Python); where that build is missing, by the Python below, which checks the same things.
+USE_CPP_TABLE = True
+
+
+def _table_builder() -> Optional[Any]:
+    if not USE_CPP_TABLE:
+        return None
+    from mmgc.ops import cpu_kernels
+    kernels = cpu_kernels()
+    return kernels if kernels is not None and hasattr(kernels, 'gc_triton_table') else None
+
+
 def supported(tensor: Tensor) -> bool:
     """Whether a tensor's memory can be read and written by the kernels through its address:
     exactly a ``torch.Tensor`` / ``nn.Parameter`` (no subclass), strided, of a supported dtype,
@@ -402,19 +414,19 @@ def _dense(tensor: Tensor) -> bool:
     return tensor.dim() == 5 and tensor.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-def _like(tensor: Tensor, param: Tensor) -> bool:
-    return (type(tensor) in _PLAIN and tensor.dtype is param.dtype
-            and tensor.device == param.device and tensor.shape == param.shape
-            and tensor.stride() == param.stride() and not tensor.is_neg()
-            and not tensor.is_inference())
+def _laid_out_as(t: Tensor, w: Tensor) -> bool:
+    """Whether a gradient or a state has its param's dtype, device, shape and strides, and is
+    memory the kernels may use (no subclass, no lazy negation, not an inference tensor)."""
+    return (type(t) in _PLAIN and t.layout is torch.strided and t.dtype is w.dtype
+            and t.device == w.device and t.shape == w.shape and t.stride() == w.stride()
+            and not t.is_neg() and not t.is_inference())
 
 
-def _rows(param: Tensor, conv_only: bool, centralize: bool = True) -> Optional[Tuple[int, int,
-                                                                                     bool]]:
+def _rows(param: Tensor, conv_only: bool) -> Optional[Tuple[int, int, bool]]:
     """``(row_len, n_rows, centralized)`` of a dense tensor, or None where a centralized
     tensor's dim-0 slices are not blocks of memory (dim 0 not outermost)."""
     numel = param.numel()
-    if centralize and param.dim() >= (4 if conv_only else 2) and numel > param.shape[0]:
+    if param.dim() >= (4 if conv_only else 2) and numel > param.shape[0]:
         row_len = numel // param.shape[0]
         if param.stride(0) != row_len:
             return None
@@ -439,42 +451,132 @@ def _disjoint(tensors: Sequence[Tensor]) -> bool:
     return all(spans[i][0] >= spans[i - 1][1] for i in range(1, len(spans)))
 
 
-def _bits(values: Sequence[float]) -> List[int]:
-    return list(struct.unpack(f'<{len(values)}q', struct.pack(f'<{len(values)}d', *values)))
+def _count_column(counts: Sequence[Tensor], in_table: bool,
+                  device: torch.device) -> Optional[List[int]]:
+    """As ``count_column`` in ``csrc/gc_triton_table.cpp``: each step count's address, or with
+    ``in_table`` the count this step reaches; None when some count cannot be used."""
+    first = counts[0]
+    out = []
+    for t in counts:
+        if (t.layout is not torch.strided or t.numel() != 1 or t.requires_grad
+                or t.is_inference() or t.dtype is not first.dtype or t.device != first.device
+                or t.dtype not in (torch.float32, torch.float64)):
+            return None
+        if in_table:
+            if t.device.type != 'cpu':
+                return None
+            count = float(t)
+            if not 0 <= count < 2**32 - 1 or count != math.floor(count):
+                return None
+            out.append(int(count) + 1)
+        else:
+            if t.device != device:
+                return None
+            out.append(t.data_ptr())
+    return out
 
 
-def _launch(kernel, device: torch.device, header: Sequence[float], rows: List[List[int]],
-            proto: Tensor, **constants) -> None:
-    """Writes the table (the header, each tensor's first program, then a row per tensor) and
-    launches one program per block of rows."""
+def _python_table(params: Sequence[Tensor], grads: Sequence[Tensor],
+                  states: Sequence[Sequence[Tensor]], flags: Sequence[int],
+                  counts: Sequence[Tensor], counts_in_table: bool, conv_only: bool,
+                  centralized_only: bool, header: List[float]) -> Optional[Tuple[Tensor, int]]:
+    """The table and its program count as ``csrc/gc_triton_table.cpp`` writes them, or None
+    when some tensor cannot take the kernels (the same checks)."""
+    first = params[0]
+    if not supported(first):
+        return None
+    extra = [0] * len(params)
+    if counts:
+        extra = _count_column(counts, counts_in_table, first.device)
+        if extra is None or len(extra) != len(params):
+            return None
+    rows: List[List[int]] = []
+    for i, w in enumerate(params):
+        if (not supported(w) or w.dtype is not first.dtype or w.device != first.device
+                or not _laid_out_as(grads[i], w)
+                or not all(_laid_out_as(column[i], w) for column in states)):
+            return None
+        if not w.numel():
+            continue
+        layout = _rows(w, conv_only)
+        if layout is None or (centralized_only and not layout[2]):
+            return None
+        row_len, n_rows, centralize = layout
+        addresses = [column[i].data_ptr() for column in states] + [0, 0]
+        rows.append([0, w.numel(), row_len, n_rows,
+                     (_CENTRALIZE if centralize else 0) | flags[i], w.data_ptr(),
+                     grads[i].data_ptr(), addresses[0], addresses[1], extra[i]])
+    if not _disjoint(list(params) + [t for column in states for t in column]):
+        return None
     starts = []
     total = 0
     for row in rows:
         starts.append(total)
         row[_START] = total
         total += _programs(row[_ROW_LEN], row[_ROWS])
-    values = array('q', _bits(list(header) + [0.0] * (_HEADER - len(header))))
+    values = array('q', _bits(header))
     values.extend(starts)
     for row in rows:
         values.extend(row)
-    table = torch.frombuffer(values, dtype=torch.int64)
+    table = torch.frombuffer(values, dtype=torch.int64).clone()
+    if first.device.type == 'cuda':
+        table = table.pin_memory()
+    return table, total
+
+
+def _bits(values: Sequence[float]) -> List[int]:
+    return list(struct.unpack(f'<{len(values)}q', struct.pack(f'<{len(values)}d', *values)))
+
+
+def _table(params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[Sequence[Tensor]],
+           flags: Sequence[int], counts: Sequence[Tensor], counts_in_table: bool,
+           conv_only: bool, centralized_only: bool,
+           header: Sequence[float]) -> Optional[Tuple[Tensor, int, int]]:
+    """``(table on the params' device, programs, tensors)`` for one launch, or None when some
+    tensor cannot take the kernels (nothing changed then). ``counts``: Adam's step counts
+    (else empty), whose addresses (or, ``counts_in_table``, next values) fill the last column;
+    when the table is taken they are counted up."""
+    if not params or len(params) > _MAX_TENSORS or len(grads) != len(params):
+        return None
+    # Exactly torch.Tensor / nn.Parameter (a subclass expects to see the operations run on it).
+    for tensors in (params, grads, counts, *states):
+        if not _PLAIN_SET.issuperset(map(type, tensors)):
+            return None
+    header = [float(h) for h in header] + [0.0] * (_HEADER - len(header))
+    builder = _table_builder()
+    if builder is not None:
+        taken, table, total = builder.gc_triton_table(
+            list(params), list(grads), [list(column) for column in states], list(flags),
+            list(counts), counts_in_table, conv_only, centralized_only, CHUNK, header, _HEADER,
+            _PACKED_FLAT, params[0].device.type == 'cuda')
+        if not taken:
+            return None
+        counted = counts_in_table and bool(counts)  # (the C++ counted the CPU step counts)
+    else:
+        built = _python_table(params, grads, states, flags, counts, counts_in_table, conv_only,
+                              centralized_only, header)
+        if built is None:
+            return None
+        table, total = built
+        counted = False
+    if counts and not counted:
+        torch._foreach_add_(list(counts), 1.0)
+    tensors = (table.numel() - _HEADER) // (_WIDTH + 1)
+    device = params[0].device
     if device.type != 'cpu':
-        table = table.pin_memory().to(device, non_blocking=True)
-    kernel[(total, )](table, table.view(torch.float64), len(rows), proto,
+        table = table.to(device, non_blocking=True)
+    return table, total, tensors
+
+
+def _launch(kernel, prepared: Tuple[Tensor, int, int], proto: Tensor, **constants) -> None:
+    """One program per block of rows, over the tensors of a prepared table."""
+    table, total, tensors = prepared
+    if total == 0:
+        return
+    kernel[(total, )](table, table.view(torch.float64), tensors, proto,
                       F64=proto.dtype is torch.float64, CHUNK=CHUNK, HEADER=_HEADER,
-                      WIDTH=_WIDTH, TENSORS=max(16, triton.next_power_of_2(len(rows))),
+                      WIDTH=_WIDTH, TENSORS=max(16, triton.next_power_of_2(tensors)),
                       num_warps=8, **constants)
-
-
-def _by_dtype(indices: Sequence[int], tensors: Sequence[Tensor]) -> Dict[torch.dtype, List[int]]:
-    groups: Dict[torch.dtype, List[int]] = {}
-    for i in indices:
-        groups.setdefault(tensors[i].dtype, []).append(i)
-    return groups
-
-
-def _batches(indices: List[int]) -> List[List[int]]:
-    return [indices[i:i + _MAX_TENSORS] for i in range(0, len(indices), _MAX_TENSORS)]
 
 
 def _bump(tensors: Sequence[Tensor]) -> None:
@@ -486,121 +588,26 @@ def gc_centralize_(tensors: Sequence[Tensor], params: Sequence[Tensor], decay: f
     """``t[i] -= mean(t[i] + decay * p[i])`` for every dim-0 slice of every tensor (all of them
     centralized ones: the caller selects them), in one launch per dtype. Returns False, having
     changed nothing, when some tensor cannot take the kernel."""
-    if not tensors:
+    if not tensors or (decay != 0 and len(params) != len(tensors)):
         return False
-    device = tensors[0].device
-    rows: List[List[int]] = []
+    by_dtype: Dict[torch.dtype, List[int]] = {}
     for i, t in enumerate(tensors):
-        if not supported(t) or t.device != device:
-            return False
-        p = params[i] if decay != 0 else t
-        if decay != 0 and not _like(p, t):
-            return False
-        layout = _rows(t, False)
-        if layout is None or not layout[2]:
-            return False
-        row_len, n_rows, _ = layout
-        rows.append([0, t.numel(), row_len, n_rows, _CENTRALIZE, t.data_ptr(), p.data_ptr(), 0,
-                     0, 0])
-    if not _disjoint(tensors):
+        by_dtype.setdefault(getattr(t, 'dtype', None), []).append(i)
+    if len(by_dtype) > 1 and not _disjoint(tensors):
         return False
-    for dtype, indices in _by_dtype(range(len(tensors)), tensors).items():
-        for batch in _batches(indices):
-            _launch(_centralize_kernel, device, [float(decay)], [rows[i] for i in batch],
-                    tensors[batch[0]], DECAY=decay != 0)
+    launches = []
+    for indices in by_dtype.values():
+        chosen = [tensors[i] for i in indices]
+        paired = [params[i] for i in indices] if decay != 0 else chosen
+        prepared = _table(chosen, paired, [], [0] * len(chosen), [], False, False, True,
+                          [float(decay)])
+        if prepared is None:
+            return False
+        launches.append((prepared, chosen[0]))
+    for prepared, proto in launches:
+        _launch(_centralize_kernel, prepared, proto, DECAY=decay != 0)
     _bump(tensors)
     return True
-
-
-# id(param) -> (weak reference, address, strides, dtype, conv_only, row layout): what the last
-# step found about a param, reused while the same tensor keeps its memory, strides and dtype.
-_PARAM_LAYOUTS: Dict[int, tuple] = {}
-_MAX_CACHED = 1 << 16
-
-
-def _param_layout(w: Tensor, device: torch.device, dtype: torch.dtype,
-                  conv_only: bool) -> Optional[Tuple[int, int, int, Tuple[int, ...]]]:
-    """``(numel, row_len, n_rows, flags)`` and the strides of a param the kernels can take, or
-    None. Every step pays a few attribute reads per param; the full check runs when a param is
-    new to the kernels or its memory, strides or dtype changed."""
-    key = id(w)
-    address = w.data_ptr()
-    strides = w.stride()
-    entry = _PARAM_LAYOUTS.get(key)
-    if (entry is not None and entry[0]() is w and entry[1] == address and entry[2] == strides
-            and entry[3] is dtype and entry[4] == conv_only and not w.is_neg()):
-        return entry[5]
-    if not supported(w) or w.device != device or w.dtype is not dtype:
-        return None
-    layout = _rows(w, conv_only)
-    if layout is None:
-        return None
-    row_len, n_rows, centralize = layout
-    result = (w.numel(), row_len, n_rows, _CENTRALIZE if centralize else 0, w.shape)
-    if len(_PARAM_LAYOUTS) >= _MAX_CACHED:
-        _PARAM_LAYOUTS.clear()
-    _PARAM_LAYOUTS[key] = (weakref.ref(w), address, strides, dtype, conv_only, result)
-    return result
-
-
-def _laid_out_as(t: Tensor, dtype: torch.dtype, shape: torch.Size, strides: Tuple[int, ...],
-                 device_index: int) -> bool:
-    """Whether a gradient or a state has its param's dtype, device, shape and strides, and is
-    memory the kernels may use (no subclass, no lazy negation, not an inference tensor)."""
-    return (type(t) in _PLAIN and t.dtype is dtype and t.get_device() == device_index
-            and t.stride() == strides and t.shape == shape and not t.is_neg()
-            and not t.is_inference())
-
-
-# The addresses of the last group whose written tensors were found disjoint.
-_DISJOINT: Dict[str, tuple] = {}
-
-
-def _group_rows(params: Sequence[Tensor], grads: Sequence[Tensor],
-                states: Sequence[Sequence[Optional[Tensor]]],
-                conv_only: bool) -> Optional[List[List[int]]]:
-    """A table row per param (its first program still 0), or None when some tensor cannot take
-    the kernels: not :func:`supported`, on another device or of another dtype, a gradient or a
-    state laid out unlike its param, a centralized param whose dim 0 is not outermost, or
-    tensors written by the step that share memory. States may be None (a momentum buffer
-    before the first step)."""
-    if not params or len(grads) != len(params):
-        return None
-    first = params[0]
-    if type(first) not in _PLAIN or first.layout is not torch.strided:
-        return None
-    device, dtype = first.device, first.dtype
-    device_index = first.get_device()
-    rows = []
-    written = []
-    for i, w in enumerate(params):
-        layout = _param_layout(w, device, dtype, conv_only)
-        if layout is None:
-            return None
-        numel, row_len, n_rows, flags, shape = layout
-        strides = w.stride()
-        g = grads[i]
-        if not _laid_out_as(g, dtype, shape, strides, device_index):
-            return None
-        address = w.data_ptr()
-        written.append(address)
-        row = [0, numel, row_len, n_rows, flags, address, g.data_ptr(), 0, 0, 0]
-        for k, column in enumerate(states):
-            s = column[i]
-            if s is None:
-                continue
-            if not _laid_out_as(s, dtype, shape, strides, device_index):
-                return None
-            row[_S1 + k] = s.data_ptr()
-            written.append(row[_S1 + k])
-        rows.append(row)
-    key = (tuple(written), tuple(row[_NUMEL] for row in rows), dtype)
-    if _DISJOINT.get('last') != key:
-        tensors = list(params) + [s for column in states for s in column if s is not None]
-        if not _disjoint(tensors):
-            return None
-        _DISJOINT['last'] = key
-    return rows
 
 
 def gc_sgd_(params: Sequence[Tensor], grads: Sequence[Tensor], bufs: Sequence[Optional[Tensor]],
@@ -611,27 +618,27 @@ def gc_sgd_(params: Sequence[Tensor], grads: Sequence[Tensor], bufs: Sequence[Op
     ``csrc/gc_sgd_cpu.cpp`` for the math). Returns whether it was taken (False: nothing
     changed) and the momentum buffers (new ones where a param had none: torch's first step)."""
     use_momentum = momentum != 0
-    if use_momentum and len(bufs) != len(params):
+    if not params or (use_momentum and len(bufs) != len(params)):
         return False, []
-    rows = _group_rows(params, grads, [list(bufs)] if use_momentum else [], conv_only)
-    if rows is None:
-        return False, []
+    flags = [0] * len(params)
     out: List[Tensor] = []
     if use_momentum:
-        for row, w, buf in zip(rows, params, bufs):
-            if buf is None:
-                buf = torch.empty_like(w, memory_format=torch.preserve_format)
-                row[_FLAGS] |= _FIRST
-                row[_S1] = buf.data_ptr()
-            out.append(buf)
-    header = [-1.0 if maximize else 1.0, float(weight_decay),
-              1.0 - float(lr) * float(decoupled_weight_decay), float(momentum),
-              1.0 - float(dampening), float(lr)]
-    live = [i for i, w in enumerate(params) if w.numel()]
-    for batch in _batches(live):
-        _launch(_sgd_kernel, params[0].device, header, [rows[i] for i in batch], params[0],
-                DECAY=weight_decay != 0, MOMENTUM=use_momentum,
-                NESTEROV=bool(nesterov) and use_momentum)
+        out = list(bufs)
+        if any(b is None for b in out):
+            if not supported(params[0]):
+                return False, []
+            for i, buf in enumerate(out):
+                if buf is None:
+                    out[i] = torch.empty_like(params[i], memory_format=torch.preserve_format)
+                    flags[i] = _FIRST
+    header = [-1.0 if maximize else 1.0, weight_decay, 1.0 - lr * decoupled_weight_decay,
+              momentum, 1.0 - dampening, lr]
+    prepared = _table(params, grads, [out] if use_momentum else [], flags, [], False, conv_only,
+                      False, header)
+    if prepared is None:
+        return False, []
+    _launch(_sgd_kernel, prepared, params[0], DECAY=weight_decay != 0, MOMENTUM=use_momentum,
+            NESTEROV=bool(nesterov) and use_momentum)
     _bump(list(params) + out)
     return True, out
 
@@ -646,40 +653,21 @@ def gc_adam_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequen
     by the kernel; others (torch keeps them on the CPU unless ``fused`` or ``capturable``) are
     counted on the host and written into the table. Returns False, having changed nothing,
     when the group cannot take the kernel. ``steps_in_table`` forces either way (for tests)."""
-    if len(steps) != len(params) or not steps:
+    if not params or len(steps) != len(params):
         return False
-    rows = _group_rows(params, grads, [list(exp_avgs), list(exp_avg_sqs)], conv_only)
-    if rows is None or any(row[_S1] == 0 or row[_S2] == 0 for row in rows):
-        return False
+    first = steps[0]
     device = params[0].device
-    step_dtype = steps[0].dtype
-    step_device = steps[0].device
-    for s in steps:
-        if (type(s) not in _PLAIN or s.numel() != 1 or s.requires_grad or s.dtype is not step_dtype
-                or s.dtype not in (torch.float32, torch.float64) or s.device != step_device
-                or s.is_inference()):
-            return False
-    in_table = step_device != device if steps_in_table is None else steps_in_table
-    if in_table and step_device.type != 'cpu':
+    in_table = first.device != device if steps_in_table is None else steps_in_table
+    l2 = 0.0 if decoupled else weight_decay
+    header = [-1.0 if maximize else 1.0, l2, 1.0 - lr * weight_decay if decoupled else 1.0,
+              1.0 - beta1, beta2, 1.0 - beta2, eps, lr, beta1, beta2]
+    prepared = _table(params, grads, [exp_avgs, exp_avg_sqs], [0] * len(params), steps,
+                      in_table, conv_only, False, header)  # (counts the steps)
+    if prepared is None:
         return False
-    torch._foreach_add_(list(steps), 1.0)
-    if in_table:
-        for row, count in zip(rows, torch.stack(list(steps)).tolist()):
-            row[_STEP] = int(count)
-    else:
-        for row, s in zip(rows, steps):
-            row[_STEP] = s.data_ptr()
-    l2 = 0.0 if decoupled else float(weight_decay)
-    header = [-1.0 if maximize else 1.0, l2,
-              1.0 - float(lr) * float(weight_decay) if decoupled else 1.0, 1.0 - float(beta1),
-              float(beta2), 1.0 - float(beta2), float(eps), float(lr), float(beta1),
-              float(beta2)]
-    live = [i for i, w in enumerate(params) if w.numel()]
     try:
-        for batch in _batches(live):
-            _launch(_adam_kernel, device, header, [rows[i] for i in batch], params[0],
-                    step_proto=steps[0], DECAY=l2 != 0, UPDATE=bool(centralize_update),
-                    STEP_IN_TABLE=in_table)
+        _launch(_adam_kernel, prepared, params[0], step_proto=first, DECAY=l2 != 0,
+                UPDATE=bool(centralize_update), STEP_IN_TABLE=in_table)
     except Exception:  # not compiled or not launched: the plain path counts the step again
         torch._foreach_sub_(list(steps), 1.0)
         raise

@@ -143,9 +143,10 @@ class GCOptimizer:
         handled = self._fused_step()
         # Parameters without a gradient are skipped by GC and by every torch step: hiding the
         # gradients of those the fused kernels stepped leaves the rest to the plain path.
-        handled_ids = {id(p) for p in handled}
-        if handled and all(p.grad is None or id(p) in handled_ids
-                           for group in self.param_groups for p in group['params']):  # type: ignore
+        # The kernels took every parameter with a gradient when they took as many (a parameter
+        # is in one group at most, and a group they took lists none twice): then no torch step.
+        if handled and len(handled) == sum(p.grad is not None for group in self.param_groups
+                                           for p in group['params']):  # type: ignore
             return loss
         hidden = [(p, p.grad) for p in handled]
         for p, _ in hidden:

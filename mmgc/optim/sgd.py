@@ -20,16 +20,18 @@ def _fused_sgd_step(optimizer: SGD, decoupled: bool) -> List[Tensor]:
     for kernels, group, params in fused_groups(optimizer):
         momentum = group['momentum']
         states = [optimizer.state[p] for p in params] if momentum else []
+        before = [s.get('momentum_buffer') for s in states]
         weight_decay = float(group['weight_decay'])
         done, bufs = kernels.gc_sgd_(
-            params, [p.grad for p in params], [s.get('momentum_buffer') for s in states],
-            group['gc_conv_only'], 0.0 if decoupled else weight_decay,
-            weight_decay if decoupled else 0.0, float(momentum), float(group['dampening']),
-            float(group['lr']), group['nesterov'], group['maximize'])
+            params, [p.grad for p in params], before, group['gc_conv_only'],
+            0.0 if decoupled else weight_decay, weight_decay if decoupled else 0.0,
+            float(momentum), float(group['dampening']), float(group['lr']), group['nesterov'],
+            group['maximize'])
         if not done:
             continue
-        for state, buf in zip(states, bufs):
-            state['momentum_buffer'] = buf
+        for state, old, buf in zip(states, before, bufs):
+            if buf is not old:  # (a new buffer: torch's first step)
+                state['momentum_buffer'] = buf
         handled += params
     return handled
 

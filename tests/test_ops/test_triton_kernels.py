@@ -452,3 +452,121 @@ def test_which_kernels_each_device_gets():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['_TritonKernels', 'True']
+
+
+# ---------------------------------------------------------------- the launch table
+def table_inputs(dtype=torch.float32):
+    params = [p.detach() for p in weights(dtype, 13)]
+    grads = gradients(params, 0)
+    bufs = [torch.randn_like(p) for p in params]
+    avg_sqs = [torch.rand_like(p) for p in params]
+    return params, grads, bufs, avg_sqs
+
+
+def both_tables(kernels, monkeypatch, *args):
+    """The table each builder writes for ``args``; Adam's step counts (``args[4]``) start from
+    the same values for both, and are counted up once by each when it takes the table (else
+    left as they were)."""
+    counts = [c for c in args[4] if not c.is_meta]
+    before = [c.detach().clone() for c in counts]
+    out = []
+    for cpp in (True, False):
+        with torch.no_grad():
+            for c, b in zip(counts, before):
+                c.copy_(b)
+        monkeypatch.setattr(kernels.module, 'USE_CPP_TABLE', cpp)
+        out.append(kernels.module._table(*args))
+        step = 1 if out[-1] is not None else 0
+        for c, b in zip(counts, before):
+            assert torch.equal(c.detach(), b + step) or b.isnan().all()
+    return out
+
+
+def test_the_cpp_and_python_tables_are_the_same(kernels, monkeypatch):
+    """The table is written in C++ where the CPU kernels are built, else in Python: the same
+    values either way (so the kernels do the same thing), for every kind of launch."""
+    assert kernels.module._table_builder() is not None  # CI builds the C++ one
+    params, grads, bufs, avg_sqs = table_inputs()
+    n = len(params)
+    empty = torch.empty(0, 7, device=DEVICE)
+    counts = [torch.tensor(float(i)) for i in range(n)]
+    adam = [1.0, 0.0, 0.99, 0.1, 0.999, 1e-3, 1e-8, 1e-3, 0.9, 0.999]
+    cases = [
+        (params, grads, [bufs], [2 * (i % 2) for i in range(n)], [], False, False, False,
+         [1.0, 1e-2, 1.0, 0.9, 1.0, 0.1]),
+        (params, grads, [bufs, avg_sqs], [0] * n, counts, True, True, False, adam),
+        (params, grads, [bufs, avg_sqs], [0] * n, [c.to(DEVICE) for c in counts], False, True,
+         False, adam),
+        (params[:4] + [empty], params[:4] + [empty], [], [0] * 5, [], False, False, True, [0.0]),
+    ]
+    for case in cases:
+        cpp, python = both_tables(kernels, monkeypatch, *case)
+        assert cpp is not None and python is not None
+        assert torch.equal(cpp[0].cpu(), python[0].cpu()) and cpp[1:] == python[1:]
+
+
+def test_the_cpp_and_python_tables_refuse_the_same_inputs(kernels, monkeypatch):
+    params, grads, bufs, _ = table_inputs()
+    n = len(params)
+    w, g = params[0], grads[0]
+    zeros = [0] * n
+
+    def adam(counts, in_table=True):
+        return ([w], [g], [[bufs[0]], [bufs[0].clone()]], [0], counts, in_table, False, False,
+                [1.0])
+
+    cases = {
+        'a bias where only centralized tensors may go': (params, params, [], zeros, [], False,
+                                                         False, True, [0.0]),
+        'a state in another layout': (params, grads, [[b.t() if b.dim() == 2 else b
+                                                       for b in bufs]], zeros, [], False, False,
+                                       False, [1.0]),
+        'a state of another dtype': (params, grads, [[b.double() for b in bufs]], zeros, [],
+                                     False, False, False, [1.0]),
+        'a param twice': ([w, w], [g, g], [], [0, 0], [], False, False, False, [1.0]),
+        'a param and its state in one memory': ([w], [g], [[w]], [0], [], False, False, False,
+                                                [1.0]),
+        'a transposed param': ([params[2].t()], [grads[2].t()], [], [0], [], False, False,
+                               False, [1.0]),
+        'a subclass gradient': ([w], [g.as_subclass(type('Tagged', (torch.Tensor, ), {}))], [],
+                                [0], [], False, False, False, [1.0]),
+        'no params': ([], [], [], [], [], False, False, False, [1.0]),
+        'grads missing': ([w], [], [], [0], [], False, False, False, [1.0]),
+        'a step count that is not a whole number': adam([torch.tensor(2.5)]),
+        'a step count of inf': adam([torch.tensor(float('inf'))]),
+        'a step count of nan': adam([torch.tensor(float('nan'))]),
+        'a negative step count': adam([torch.tensor(-1.0)]),
+        'a step count past 32 bits': adam([torch.tensor(2.0**33, dtype=torch.float64)]),
+        'an integer step count': adam([torch.tensor(3)]),
+        'a step count of two values': adam([torch.zeros(2)]),
+        'a step count that needs grad': adam([torch.tensor(1.0, requires_grad=True)]),
+        'a step count on the wrong device for the kernel': adam([torch.tensor(1.0, device='meta')],
+                                                                in_table=False),
+        'step counts of two dtypes': ([w, params[1]], [g, grads[1]], [], [0, 0],
+                                      [torch.tensor(1.0), torch.tensor(1.0, dtype=torch.float64)],
+                                      True, False, False, [1.0]),
+    }
+    for name, case in cases.items():
+        assert both_tables(kernels, monkeypatch, *case) == [None, None], name
+
+
+def test_the_cpp_table_refuses_malformed_calls(kernels):
+    """The binding itself, called wrongly, answers "not taken" (never reads out of bounds)."""
+    build = kernels.module._table_builder().gc_triton_table
+    w = torch.randn(4, 5, device=DEVICE)
+    header, packed = [0.0] * 16, kernels.module._PACKED_FLAT
+    count = torch.tensor(1.0)
+    good = ([w], [w], [], [0], [count], True, False, False, 4096, header, 16, packed, False)
+    assert build(*good)[0]
+    bad = [
+        ([w], [w], [], [], [], False, False, False, 4096, header, 16, packed, False),
+        ([w], [w], [], [0], [count, count], True, False, False, 4096, header, 16, packed,
+         False),
+        ([w], [w], [[w]] * 3, [0], [], False, False, False, 4096, header, 16, packed, False),
+        ([w], [w], [[]], [0], [], False, False, False, 4096, header, 16, packed, False),
+        ([w], [w], [], [0], [], False, False, False, 0, header, 16, packed, False),
+        ([w], [w], [], [0], [], False, False, False, 4096, [0.0] * 17, 16, packed, False),
+    ]
+    for args in bad:
+        taken, table, total = build(*args)
+        assert (taken, total) == (False, 0) and table is None

@@ -1,25 +1,20 @@
 """tools/analysis_tools/benchmark_train_torchvision.py: a real (tiny) run of torchvision's Mask
 R-CNN on the CPU, its synthetic batches and its arguments."""
 import contextlib
-import importlib.util
 import io
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark_train_torchvision.py'
+from ..test_configs.test_demo_configs import load_tool
+
 NUMBER = r'(\d+(?:\.\d+)?)'
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('benchmark_train_torchvision', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/benchmark_train_torchvision.py')
 
 
 @pytest.fixture(scope='module')

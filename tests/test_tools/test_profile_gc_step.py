@@ -1,5 +1,4 @@
 """tools/analysis_tools/profile_gc_step.py: its variants step, and without CUDA it says why not."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,23 +9,18 @@ import torch
 import mmgc
 from mmgc.ops import fused_kernels
 
+from ..test_configs.test_demo_configs import load_tool
+
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools' / 'analysis_tools' / 'profile_gc_step.py'
 SHAPES = REPO / 'tools' / 'analysis_tools' / 'shapes' / 'faster-rcnn_r50_fpn.json'
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('profile_gc_step', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_variant_takes_a_step_of_its_own_kind(monkeypatch):
     """Each variant is the optimizer its name says, and the plain-path ones step with the fused
     kernels off (their results equal the kernels' within rounding)."""
     seen = []
-    tool = load_tool()
+    tool = load_tool('tools/analysis_tools/profile_gc_step.py')
 
     def spy(enabled):
         seen.append(enabled)

@@ -5,4 +5,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gc_sgd_", &mmgc::gc_sgd_, "Fused Gradient Centralization + SGD(W) step (CPU)");
   module.def("gc_adam_", &mmgc::gc_adam_, "Fused Gradient Centralization + Adam(W) step (CPU)");
   module.def("gc_centralize_", &mmgc::gc_centralize_, "Gradient Centralization in place (CPU)");
+  module.def("gc_triton_table", &mmgc::gc_triton_table,
+             "The checked launch table of mmgc's Triton kernels (any device)");
 }

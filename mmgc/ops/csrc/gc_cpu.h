@@ -256,6 +256,13 @@ std::tuple<bool, std::vector<at::Tensor>> gc_sgd_(
 bool gc_centralize_(const std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& params,
                     double decay);
 
+std::tuple<bool, at::Tensor, int64_t> gc_triton_table(
+    const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+    const std::vector<std::vector<at::Tensor>>& states, const std::vector<int64_t>& flags,
+    const std::vector<at::Tensor>& counts, bool counts_in_table, bool conv_only,
+    bool centralized_only, int64_t chunk, const std::vector<double>& header, int64_t header_len,
+    const std::vector<int64_t>& packed, bool pin);
+
 bool gc_adam_(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
               const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
               const std::vector<at::Tensor>& steps, bool conv_only, double lr, double beta1,
