@@ -459,7 +459,8 @@ def _count_column(counts: Sequence[Tensor], in_table: bool,
     out = []
     for t in counts:
         if (t.layout is not torch.strided or t.numel() != 1 or t.requires_grad
-                or t.is_inference() or t.dtype is not first.dtype or t.device != first.device
+                or t.is_inference() or t.is_neg() or t.dtype is not first.dtype
+                or t.device != first.device
                 or t.dtype not in (torch.float32, torch.float64)):
             return None
         if in_table:
@@ -483,7 +484,9 @@ def _python_table(params: Sequence[Tensor], grads: Sequence[Tensor],
     """The table and its program count as ``csrc/gc_triton_table.cpp`` writes them, or None
     when some tensor cannot take the kernels (the same checks)."""
     first = params[0]
-    if not supported(first):
+    if (not supported(first) or len(flags) != len(params) or len(states) > 2
+            or any(len(column) != len(params) for column in states)
+            or (counts and len(counts) != len(params))):
         return None
     extra = [0] * len(params)
     if counts:

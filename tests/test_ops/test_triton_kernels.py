@@ -21,7 +21,7 @@ import mmgc
 from mmgc import ops
 from mmgc.gc import centralize_
 
-from .paths import SGD_OPTIONS
+from .paths import SGD_OPTIONS, random_params
 
 DEVICE = os.environ.get('MMGC_TRITON_DEVICE', 'cpu')
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3,
@@ -252,6 +252,25 @@ def test_weight_means_stay_put_with_gc_on_the_update():
     for p, mean in zip(params, before):
         if mean is not None:
             torch.testing.assert_close(p.detach().flatten(1).mean(1), mean, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+@pytest.mark.parametrize('cls,options', [
+    (mmgc.SGDGC, dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True)),
+    (mmgc.AdamWGC, dict(lr=1e-2, weight_decay=0.1, gc_loc='update')),
+])
+def test_random_shapes_match_the_plain_path(cls, options, seed, launches):
+    """The CPU kernels' random shapes (1-D to 4-D, sizes 1 to 6, channels_last for odd seeds,
+    and two larger weights), on the kernels and on the plain path."""
+    fused = [torch.nn.Parameter(p.detach().to(DEVICE)) for p in random_params(seed,
+                                                                               torch.float32)]
+    plain = [torch.nn.Parameter(p.detach().clone()) for p in fused]
+    run(cls, options, fused, 2)
+    run(cls, options, plain, 2, fused=False)
+    assert launches['gc_sgd_' if cls is mmgc.SGDGC else 'gc_adam_'] == [True, True]
+    for f, p in zip(fused, plain):
+        assert f.stride() == p.stride()
+        assert relative_error(f, p) <= 2e-6
 
 
 # ---------------------------------------------------------------- the launch grid
@@ -542,6 +561,10 @@ def test_the_cpp_and_python_tables_refuse_the_same_inputs(kernels, monkeypatch):
         'a step count that needs grad': adam([torch.tensor(1.0, requires_grad=True)]),
         'a step count on the wrong device for the kernel': adam([torch.tensor(1.0, device='meta')],
                                                                 in_table=False),
+        'a negative view as step count': adam([torch._neg_view(torch.tensor(-2.0))]),
+        'a state column too short': (params, grads, [bufs[:-1]], zeros, [], False, False, False,
+                                     [1.0]),
+        'flags too short': (params, grads, [], zeros[:-1], [], False, False, False, [1.0]),
         'step counts of two dtypes': ([w, params[1]], [g, grads[1]], [], [0, 0],
                                       [torch.tensor(1.0), torch.tensor(1.0, dtype=torch.float64)],
                                       True, False, False, [1.0]),
