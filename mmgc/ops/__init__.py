@@ -200,8 +200,9 @@ def triton_kernels() -> Optional[_TritonKernels]:
 
 
 def kernels_for(device: torch.device) -> Optional[Any]:
-    """The fused kernels for tensors on ``device``: Triton's on CUDA (and on the CPU under
-    Triton's interpreter), the compiled C++ ones on the CPU; ``None`` elsewhere or when off."""
+    """The fused kernels for tensors on ``device``: Triton's on CUDA (and on the CPU with
+    ``MMGC_TRITON_ON_CPU=1``, when Triton interprets), the compiled C++ ones on the CPU; ``None``
+    elsewhere or when off."""
     if device.type == 'cuda':
         return triton_kernels()
     if device.type == 'cpu':
