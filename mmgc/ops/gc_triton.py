@@ -3,8 +3,10 @@ single launch over a whole list of tensors (one launch per dtype).
 
 The same math as the CPU kernels (``csrc/gc_*_cpu.cpp``), tested against the float64 reference
 and the plain path on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``, see
-``tests/test_ops/test_triton_kernels.py``), and on CUDA tensors by
-``tools/analysis_tools/gpu_check.sh``.
+``tests/test_ops/test_triton_kernels.py``), compiled for sm_90 without a GPU
+(``tests/test_ops/test_triton_compile.py``), and run on CUDA tensors by
+``tools/analysis_tools/gpu_check.sh``. The launch table is checked and written by
+``csrc/gc_triton_table.cpp`` (:func:`_python_table` where that cannot be built).
 
 Layout of a launch: one int64 table holds a header of float64 hyperparameters (their bits), the
 first program of each tensor, and per tensor its size, its row length and row count, flags, and
@@ -15,9 +17,10 @@ is a dim-0 slice when GC centralizes the tensor, else a chunk of up to ``CHUNK``
 - rows of up to 64 values: 64 rows per program; up to 256: 16 rows; up to 1024: 4 rows; up to
   ``CHUNK`` (4096): one row. Each value is read from memory once and written once (the row stays
   in registers between its mean and its step).
-- longer rows (fc6 of Faster R-CNN: 12544): one row per program in chunks of ``CHUNK``: a first
-  pass sums the row, a second takes the step, so the gradient (and, with L2 decay, the weight) is
-  read twice; the second read mostly hits the L2 cache.
+- longer rows (fc6 of Faster R-CNN: 12544): one row per program in chunks of ``CHUNK``, in two
+  passes whose second mostly hits the L2 cache: with GC on the gradient, the first sums the row
+  (reading the gradient and, with L2 decay, the weight) and the second takes the step; with GC
+  on the update, the first takes the step and the second shifts the weight by the mean change.
 
 Arithmetic runs in float32 (float64 for float64 tensors); fp16 / bf16 values are rounded once,
 when stored. Every result depends only on the row, never on the grid: a tensor stepped alone or
