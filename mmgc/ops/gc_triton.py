@@ -46,8 +46,10 @@ _PACKED_FLAT = [n for pair in _PACKED for n in pair]
 _HEADER = 16       # float64 hyperparameters, then the first-program column, then the rows
 _WIDTH = 10        # int64 values per tensor
 _MAX_TENSORS = 4096
-# The columns of a tensor's row in the table.
-_START, _NUMEL, _ROW_LEN, _ROWS, _FLAGS, _W, _G, _S1, _S2, _STEP = range(_WIDTH)
+# A tensor's row in the table: first program, numel, row length, rows, flags, then the addresses
+# of w, g and two states, then Adam's step count (its address, or its value); the Python table
+# needs the positions of three of them.
+_START, _ROW_LEN, _ROWS = 0, 2, 3
 _CENTRALIZE, _FIRST = 1, 2
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
