@@ -26,7 +26,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmgc.utils import (RunCheckError, check_datasets, check_load_from,  # noqa: E402
-                        init_cpu_distributed, load_run_config, run_dataloaders)
+                        end_cpu_distributed, init_cpu_distributed, load_run_config,
+                        run_dataloaders)
 
 
 def parse_args():
@@ -223,3 +224,4 @@ def main():
 
 if __name__ == '__main__':
     main()
+    end_cpu_distributed()  # a gloo rank: exit handlers, then out without the C++ teardown

@@ -27,7 +27,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmgc.utils import (RunCheckError, amp_device_available, amp_optim_wrapper,  # noqa: E402
                         check_datasets, check_last_checkpoint, check_load_from, check_pretrained,
-                        init_cpu_distributed, load_run_config, lock_work_dir, run_dataloaders)
+                        end_cpu_distributed, init_cpu_distributed, load_run_config, lock_work_dir,
+                        run_dataloaders)
 
 
 def parse_args():
@@ -183,3 +184,4 @@ def main():
 
 if __name__ == '__main__':
     main()
+    end_cpu_distributed()  # a gloo rank: exit handlers, then out without the C++ teardown

@@ -244,6 +244,35 @@ def test_adam_step_counts_on_the_device_or_in_the_table_agree(kernels):
         assert torch.equal(a, b)
 
 
+def test_adam_step_pointer_is_on_the_params_device(kernels, monkeypatch):
+    """Step counts kept on the CPU are written into the table; the kernel's step pointer is
+    then an empty tensor on the params' device, since a compiled launch refuses a CPU tensor
+    there (found on an H200: the interpreter accepts it)."""
+    module = kernels.module
+    seen = []
+    launch = module._launch
+
+    def recording(kernel, prepared, proto, **constants):
+        seen.append((constants['step_proto'], constants['STEP_IN_TABLE'], proto.device))
+        return launch(kernel, prepared, proto, **constants)
+
+    monkeypatch.setattr(module, '_launch', recording)
+    for in_table in (False, True):
+        params = [p.detach() for p in weights(torch.float32, 6)]
+        steps = [torch.tensor(0.0, device='cpu' if in_table else DEVICE) for _ in params]
+        assert module.gc_adam_(
+            params, gradients(params, 0), [torch.zeros_like(p) for p in params],
+            [torch.zeros_like(p) for p in params], steps, False, 1e-2, 0.9, 0.999, 1e-8, 0.05,
+            True, False, False, steps_in_table=in_table)
+        step_proto, flag, device = seen[-1]
+        assert flag is in_table and step_proto.device == device
+        assert step_proto.dtype == steps[0].dtype
+        if in_table:
+            assert step_proto.numel() == 0 and all(step_proto is not s for s in steps)
+        else:
+            assert step_proto is steps[0]
+
+
 def test_weight_means_stay_put_with_gc_on_the_update():
     """AdamWGC(gc_loc='update'): every centralized weight keeps its slice means (Eq. 4)."""
     params = weights(torch.float64, 7)

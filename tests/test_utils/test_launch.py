@@ -2,6 +2,9 @@
 CUDA (what tools/train.py and tools/test.py call)."""
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -84,6 +87,7 @@ def torchrun_env(monkeypatch):
     """A one-process torchrun environment on CPU; the process group and the start method of
     multiprocessing are put back afterwards."""
     monkeypatch.setattr(launch, 'amp_device_available', lambda: False)
+    monkeypatch.setitem(launch._initialized, 'gloo', False)
     for key, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', LOCAL_WORLD_SIZE='1',
                            MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port())).items():
         monkeypatch.setenv(key, value)
@@ -179,3 +183,43 @@ def test_without_torchrun_environment(monkeypatch):
                                            'start the processes with torchrun'):
         init_cpu_distributed(Config(dict(launcher='pytorch')))
     assert not torch_dist.is_initialized()
+
+
+END_SCRIPT = """
+import atexit, os, sys
+import torch.distributed as torch_dist
+from mmengine.config import Config
+import mmgc.utils.launch as launch
+from mmgc.utils import end_cpu_distributed, init_cpu_distributed
+launch.amp_device_available = lambda: False
+if sys.argv[1] == 'gloo':
+    assert init_cpu_distributed(Config(dict(launcher='pytorch'))) is True
+@atexit.register
+def record():
+    with open(sys.argv[2], 'w') as f:
+        f.write(str(torch_dist.is_initialized()))
+print('work done', end='')  # no newline: must still be flushed
+end_cpu_distributed()
+print(' and on')
+"""
+
+
+@pytest.mark.parametrize('mode', ['gloo', 'none'])
+def test_end_cpu_distributed(mode, tmp_path):
+    """A rank of a gloo group that init_cpu_distributed started: exit handlers run (the group
+    still up for them; it is closed by the handler init_cpu_distributed registered, which runs
+    after), output is flushed, then the process ends with status 0 at once, skipping torch's C++
+    teardown. Without such a group it returns and the process goes on as usual."""
+    record = tmp_path / 'record.txt'
+    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(free_port()), CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(END_SCRIPT), mode, str(record)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if mode == 'gloo':
+        assert proc.stdout == 'work done'
+        assert record.read_text() == 'True'
+    else:
+        assert proc.stdout == 'work done and on\n'
+        assert record.read_text() == 'False'
+

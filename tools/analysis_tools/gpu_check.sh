@@ -112,7 +112,7 @@ kernels = ops.cpu_kernels()
 print("mmgc C++ kernels and table builder:", "built" if kernels is not None else "NOT BUILT")
 raise SystemExit(kernels is None)'
 
-run_step triton-tests 110 env MMGC_TRITON_DEVICE=cuda \
+run_step triton-tests 150 env MMGC_TRITON_DEVICE=cuda \
     "$PYTHON" -m pytest -x -q -p no:cacheprovider tests/test_ops/test_triton_kernels.py
 run_step bench-opt-float32 60 "$PYTHON" tools/analysis_tools/benchmark_optimizer.py \
     --device cuda --shapes "$SHAPES" --warmup 10 --repeats 100
