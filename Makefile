@@ -3,6 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 MODEL ?= mask
+SEEDS ?=
 GPU_PYTHON ?= python3
 
 .DEFAULT_GOAL := help
@@ -10,7 +11,7 @@ GPU_PYTHON ?= python3
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, BENCH_TRAIN_ARGS, MODEL, DEMO_ARGS, DEMO_CLS_ARGS, GPU_PYTHON"
+	@echo "  Variables: TORCH_SPEC, TORCHVISION_SPEC (another torch), VENV, PYTEST_ARGS, BENCH_ARGS, BENCH_TRAIN_ARGS, MODEL, SEEDS, DEMO_ARGS, DEMO_CLS_ARGS, GPU_PYTHON"
 
 venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmpretrain, mmgc)
 	@VENV=$(abspath $(VENV)) bash tools/setup_venv.sh
@@ -18,8 +19,8 @@ venv:  ## Create or complete .venv (torch, mmcv built once per torch, mmdet, mmp
 test: venv  ## Set up .venv if needed, then run the whole test suite
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
-demo: venv  ## Pretrain a backbone (once), fine-tune Mask R-CNN without and with GC on synthetic data, compare (MODEL=faster, DEMO_ARGS)
-	$(PYTHON) tools/misc/gc_demo.py --model $(MODEL) $(DEMO_ARGS)
+demo: venv  ## Pretrain a backbone (once), fine-tune Mask R-CNN without and with GC on synthetic data, compare (MODEL=faster, SEEDS=5, DEMO_ARGS)
+	$(PYTHON) tools/misc/gc_demo.py --model $(MODEL)$(if $(SEEDS), --seeds $(SEEDS)) $(DEMO_ARGS)
 
 demo-cls: venv  ## Train classifiers without and with GC on scikit-learn's digits over seeds, compare (DEMO_CLS_ARGS)
 	$(PYTHON) tools/misc/gc_demo_cls.py $(DEMO_CLS_ARGS)

@@ -23,10 +23,10 @@ model = dict(
     rpn_head=dict(in_channels=channels, feat_channels=channels),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=channels),
-        bbox_head=dict(in_channels=channels, fc_out_channels=256, num_classes=3),
+        bbox_head=dict(in_channels=channels, fc_out_channels=256, num_classes=6),
         mask_roi_extractor=dict(out_channels=channels),
         mask_head=dict(num_convs=2, in_channels=channels, conv_out_channels=channels,
-                       num_classes=3)),
+                       num_classes=6)),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
         rpn_proposal=dict(nms_pre=500, max_per_img=300),

@@ -40,23 +40,65 @@ def test_generator_is_deterministic_by_seed(tmp_path):
     assert digest(a) != digest(c)
 
 
-def test_generator_writes_valid_coco_instances(tmp_path):
+@pytest.mark.parametrize('level', ['demo', 'easy'])
+def test_generator_writes_valid_coco_instances(tmp_path, level):
+    """Boxes and run-length masks are those of each object's visible pixels, exactly; classes
+    as the level says; every image has an object."""
+    import numpy as np
     from pycocotools.coco import COCO
-    root = synthetic.make_dataset(tmp_path, train=20, val=5, seed=0, size=128)
+    root = synthetic.make_dataset(tmp_path, train=20, val=5, seed=0, size=128, level=level)
+    names = synthetic.LEVELS[level].class_names
+    assert len(names) == (6 if level == 'demo' else 3)
     for split, count in (('train', 20), ('val', 5)):
         coco = COCO(str(root / 'annotations' / f'instances_{split}.json'))
         assert len(coco.getImgIds()) == count
-        assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(synthetic.CLASSES)
-        assert len(coco.getAnnIds()) >= count          # at least one object per image
+        assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(names)
+        assert all(coco.getAnnIds(imgIds=[i]) for i in coco.getImgIds())
         for ann in coco.loadAnns(coco.getAnnIds()):
             x, y, w, h = ann['bbox']
-            assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and w > 4 and h > 4
+            assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and w >= 2 and h >= 2
             mask = coco.annToMask(ann)
-            assert mask.sum() > 0.5 * ann['area']       # the polygon is a real mask
+            assert mask.sum() == ann['area'] >= 12
+            ys, xs = np.nonzero(mask)
+            assert [xs.min(), ys.min(), xs.max() + 1 - x, ys.max() + 1 - y] == [x, y, w, h]
             assert (root / split / coco.loadImgs(ann['image_id'])[0]['file_name']).exists()
     classes = {a['category_id'] for a in json.loads(
         (root / 'annotations' / 'instances_train.json').read_text())['annotations']}
-    assert classes == {1, 2, 3}
+    assert classes == set(range(1, len(names) + 1))
+    settings = json.loads((root / synthetic.SETTINGS_FILE).read_text())
+    assert settings == synthetic.settings(20, 5, 0, 128, synthetic.LEVELS[level])
+    assert settings['classes'] == len(names) and settings['generator'] >= 2
+
+
+def test_demo_level_is_harder_than_easy(tmp_path):
+    """The demo level: more objects per image, smaller ones, some partly hidden, colour no
+    cue to the class; the easy one: colour-coded, whole objects."""
+    import numpy as np
+    stats = {}
+    for level in ('demo', 'easy'):
+        root = synthetic.make_dataset(tmp_path / level, train=40, val=1, seed=3, level=level)
+        anns = json.loads((root / 'annotations' / 'instances_train.json').read_text())
+        areas = np.array([a['area'] for a in anns['annotations']])
+        stats[level] = dict(per_image=len(areas) / 40, small=(areas < 32**2 / 4).mean())
+    assert stats['demo']['per_image'] > stats['easy']['per_image']
+    assert stats['demo']['small'] > stats['easy']['small'] + 0.1
+
+
+def test_generator_knobs_and_refusals(tmp_path, capsys):
+    synthetic.main([str(tmp_path / 'k'), '--train', '3', '--val', '2', '--classes', '8',
+                    '--objects', '3', '3', '--occlusion', '0', '--clutter', '0',
+                    '--color-cue', 'on'])
+    assert 'octagon' in capsys.readouterr().out
+    settings = json.loads((tmp_path / 'k' / synthetic.SETTINGS_FILE).read_text())
+    assert (settings['classes'], settings['objects'], settings['occlusion'],
+            settings['clutter'], settings['color_cue']) == (8, [3, 3], 0, 0, True)
+    for bad, message in ((['--classes', '9'], 'classes must be 1 to 8'),
+                         (['--objects', '4', '2'], 'objects must be'),
+                         (['--scale', '0', '0.1'], 'scale must be'),
+                         (['--occlusion', '1'], 'occlusion must be'),
+                         (['--train', '0'], '--train, --val and --size must be >= 1')):
+        with pytest.raises(SystemExit, match=message):
+            synthetic.main([str(tmp_path / 'bad')] + bad)
 
 
 @pytest.mark.parametrize('model', ['mask-rcnn', 'faster-rcnn'])

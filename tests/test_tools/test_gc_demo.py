@@ -1,8 +1,9 @@
 """tools/misc/gc_demo.py: the pretrained backbone reaches the demo detectors (mmdet's
 ``init_cfg=dict(type='Pretrained', prefix='backbone.')`` path, with a checkpoint of the
 pretraining's mmpretrain classifier), and the demo pretrains once, reuses its cache, and
-pretrains again when asked (tools run by a stand-in for ``gc_demo.run``: no minutes of
-training)."""
+pretrains again when asked, and ``--seeds N`` runs gc_repeat.py's sweep (tools run by
+stand-ins for ``gc_demo.run`` and ``gc_repeat.run_tool``: no minutes of training)."""
+import json
 import re
 from pathlib import Path
 from typing import Dict, List
@@ -139,9 +140,13 @@ class FakeTools:
                     folder.mkdir(parents=True)
                     (folder / '000000.png').write_bytes(b'')
             return ''
-        if tool.endswith('synthetic_coco.py'):
-            (Path(command[2]) / 'annotations').mkdir(parents=True)
-            (Path(command[2]) / 'annotations' / 'instances_val.json').write_text('{}')
+        if tool.endswith('synthetic_coco.py'):  # what the real tool leaves, settings too
+            root = Path(command[2])
+            (root / 'annotations').mkdir(parents=True, exist_ok=True)
+            (root / 'annotations' / 'instances_val.json').write_text('{}')
+            coco = demo.synthetic_coco
+            (root / coco.SETTINGS_FILE).write_text(json.dumps(
+                coco.settings(300, 60, 0, 128, coco.LEVELS['demo'])))
             return ''
         if tool == 'tools/test.py':
             return ('coco/bbox_mAP: 0.6000  coco/bbox_mAP_50: 0.9000  coco/bbox_mAP_75: 0.7000  '
@@ -163,7 +168,16 @@ class FakeTools:
 
 
 @pytest.fixture
-def fake(monkeypatch, tmp_path):
+def plots(monkeypatch) -> List[tuple]:
+    """The plots asked for (gc_repeat.plot_runs' arguments), none drawn."""
+    calls: List[tuple] = []
+    monkeypatch.setattr(demo.gc_repeat, 'plot_runs',
+                        lambda runs, out: calls.append(([str(r) for r in runs], Path(out))))
+    return calls
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path, plots):
     tools = FakeTools()
     monkeypatch.setattr(demo, 'run', tools)
     return tools
@@ -237,3 +251,131 @@ def test_a_run_that_did_not_load_the_backbone_is_an_error(fake, tmp_path):
     fake.loads = False
     with pytest.raises(SystemExit, match='did not load the pretrained backbone'):
         demo.main(demo_args(tmp_path))
+
+
+def test_one_seed_is_the_single_run_with_its_plots(fake, plots, tmp_path):
+    demo.main(demo_args(tmp_path, '--model', 'faster'))
+    default = [c for c in fake.commands if demo.PRETRAIN_CONFIG not in c
+               and c[1] in ('tools/train.py', 'tools/test.py')]
+    before = len(fake.commands)
+    demo.main(demo_args(tmp_path, '--model', 'faster', '--seeds', '1'))
+    assert fake.commands[before:] == default and len(default) == 4  # 2 x (train, test)
+    work = tmp_path / 'work'
+    stems = [Path(c).stem for c in demo.CONFIGS['faster'][1:3]]
+    assert [c[c.index('--work-dir') + 1] for c in fake.detection_trainings()[:2]] == \
+        [str(work / stem) for stem in stems]
+    assert plots == [([str(work / stem) for stem in stems], work / 'plots')] * 2
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--seeds', '0'])
+
+
+# --- gc_demo.py --seeds N: gc_repeat.py's sweep ------------------------------------------------
+
+
+class FakeSweepTools:
+    """Stands in for gc_repeat.run_tool: a training leaves its fingerprint and checkpoint pointer
+    and prints mmengine's backbone line; a test prints COCO metrics that depend on the seed
+    (GC 1 point of box AP above the baseline, except seed 1, equal)."""
+
+    def __init__(self, loads: bool = True, weak_ap50: float = 0.9):
+        self.commands: List[List[str]] = []
+        self.loads, self.weak_ap50 = loads, weak_ap50
+
+    def trainings(self) -> List[List[str]]:
+        return [c for c in self.commands if 'tools/train.py' in c]
+
+    def __call__(self, command: List[str], output_file: Path):
+        self.commands.append(command)
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        if 'tools/test.py' in command:
+            run = Path(command[command.index('--work-dir') + 1]).parent
+            seed, gc = int(run.name[4:]), '_gc_' in run.parent.name
+            ap = 0.40 + 0.02 * seed + (0.01 if gc and seed != 1 else 0)
+            ap50 = self.weak_ap50 if gc and seed == 2 else 0.9
+            return 0, (f'Epoch(test) [2/2]    coco/bbox_mAP: {ap:.4f}  coco/bbox_mAP_50: '
+                       f'{ap50:.4f}  coco/bbox_mAP_75: 0.5000  coco/bbox_mAP_s: -1.0000  '
+                       'data_time: 0.01  time: 0.1')
+        work = Path(command[command.index('--work-dir') + 1])
+        seed = next(o for o in command if o.startswith('randomness.seed=')).split('=')[1]
+        (work / 'last_checkpoint').write_text(str(work / 'epoch_8.pth'))
+        Path(command[command.index(demo.gc_repeat.RECORD_FLAG) + 1]).write_text(json.dumps(
+            dict(weights=f'w{seed}', first_batch=f'b{seed}', data_order=f'o{seed}', iters=8)))
+        loaded = [o.split('=', 1)[1] for o in command
+                  if o.startswith('model.backbone.init_cfg.checkpoint=')]
+        return 0, (f'load backbone. in model from: {loaded[0]}\n' if loaded and self.loads
+                   else '') + 'Epoch(train) [8][75/75]'
+
+
+@pytest.fixture
+def sweep_tools(monkeypatch, fake) -> FakeSweepTools:
+    tools = FakeSweepTools()
+    monkeypatch.setattr(demo.gc_repeat, 'run_tool', tools)
+    return tools
+
+
+def test_seeds_run_a_sweep_from_the_pretrained_backbone(sweep_tools, fake, plots, tmp_path,
+                                                         capsys):
+    demo.main(demo_args(tmp_path, '--model', 'faster', '--seeds', '3'))
+    assert len(fake.pretrainings()) == 1 and not fake.detection_trainings()
+    work = tmp_path / 'work' / 'sweep'
+    cache = tmp_path / 'work' / 'pretrain' / demo.PRETRAINED
+    baseline, gc = demo.CONFIGS['faster'][1:3]
+    trainings = sweep_tools.trainings()
+    assert [(c[c.index('tools/train.py') + 1], c[c.index('--work-dir') + 1],
+             c[c.index('--cfg-options') + 1:]) for c in trainings] == \
+        [(config, str(work / Path(config).stem / f'seed{seed}'),
+          [f'randomness.seed={seed}', f'model.backbone.init_cfg.checkpoint={cache}'])
+         for seed in range(3) for config in (baseline, gc)]
+    assert len(sweep_tools.commands) == 12  # and 6 tests
+
+    summary = json.loads((work / 'summary.json').read_text())
+    assert summary['configs'] == dict(baseline=baseline, gc=gc)
+    assert summary['metrics'] == ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75']
+    box = summary['stats']['coco/bbox_mAP']
+    assert box['baseline']['mean'] == pytest.approx(42.0)
+    assert box['diff']['per_seed'] == pytest.approx([1.0, 0.0, 1.0])
+    assert (box['gc_won'], box['tied'], box['gc_lost']) == (2, 1, 0)
+    out = capsys.readouterr().out
+    assert 'Faster R-CNN, ResNet-18 FPN fine-tuned from a pretrained backbone, synthetic COCO ' \
+        'val, 3 seeds (0-2)' in out
+    assert demo.gc_repeat.table(summary) in out
+    assert re.search(r'^box AP50 +90\.0 \+- 0\.0 ', out, re.M), out
+    assert 'backbone: ResNet-18 pretrained with mmpretrain on synthetic shapes' in out
+    assert plots == [([str(work / Path(c).stem / f'seed{s}') for c in (baseline, gc)
+                       for s in range(3)], work / 'plots')]
+
+    # Again: every run finished, nothing trained.
+    before = len(sweep_tools.commands)
+    demo.main(demo_args(tmp_path, '--model', 'faster', '--seeds', '3'))
+    assert len(sweep_tools.commands) == before
+    # A new backbone: every run trained again from it.
+    demo.main(demo_args(tmp_path, '--model', 'faster', '--seeds', '3', '--rebuild-pretrain'))
+    assert len(fake.pretrainings()) == 2 and len(sweep_tools.commands) == before + 12
+
+
+def test_sweep_refuses_a_run_without_the_backbone_or_that_did_not_learn(sweep_tools, tmp_path):
+    sweep_tools.loads = False
+    with pytest.raises(SystemExit, match='did not load the pretrained backbone'):
+        demo.main(demo_args(tmp_path, '--model', 'faster', '--seeds', '2'))
+    sweep_tools.loads, sweep_tools.weak_ap50 = True, 0.3
+    with pytest.raises(SystemExit, match=r'a model did not learn \(AP50 below 50\): gc seed 2 '
+                       r'bbox AP50 = 30\.0$'):
+        demo.main(demo_args(tmp_path, '--model', 'faster', '--seeds', '3'))
+
+
+def test_an_outdated_dataset_is_written_again(fake, tmp_path, capsys):
+    """A dataset folder written by the first generator (no settings file) or with other
+    settings is written again, once; a current one is reused."""
+    coco = tmp_path / 'coco'
+    (coco / 'annotations').mkdir(parents=True)
+    (coco / 'annotations' / 'instances_val.json').write_text('{}')
+    writes = lambda: [c for c in fake.commands if c[1].endswith('synthetic_coco.py')]  # noqa
+    demo.main(demo_args(tmp_path, '--model', 'faster'))
+    assert len(writes()) == 1
+    assert 'not written with the demo\'s current settings' in capsys.readouterr().out
+    demo.main(demo_args(tmp_path, '--model', 'faster'))
+    assert len(writes()) == 1
+    settings = json.loads((coco / demo.synthetic_coco.SETTINGS_FILE).read_text())
+    (coco / demo.synthetic_coco.SETTINGS_FILE).write_text(json.dumps(dict(settings, clutter=0)))
+    demo.main(demo_args(tmp_path, '--model', 'faster'))
+    assert len(writes()) == 2

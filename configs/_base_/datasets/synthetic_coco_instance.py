@@ -1,10 +1,13 @@
 # The synthetic COCO-format instance dataset that tools/dataset_converters/synthetic_coco.py
-# writes (make demo does): 128x128 images of circles, squares and triangles, with boxes and
-# polygon masks. The same keys as mmdet's _base_/datasets/coco_instance.py.
+# writes (make demo does): 128x128 images of six shape classes (a hue per class, on textured
+# backgrounds, with clutter and partial occlusion: the generator's 'demo' level), with boxes and
+# masks (run-length encoded) of the visible parts. The same keys as mmdet's
+# _base_/datasets/coco_instance.py.
 dataset_type = 'CocoDataset'
 data_root = 'data/synthetic_coco/'
-metainfo = dict(classes=('circle', 'square', 'triangle'),
-                palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230)])
+metainfo = dict(classes=('circle', 'square', 'triangle', 'pentagon', 'star', 'cross'),
+                palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230), (220, 200, 50),
+                         (200, 70, 210), (50, 200, 210)])
 backend_args = None
 
 train_pipeline = [

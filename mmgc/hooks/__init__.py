@@ -1,0 +1,3 @@
+from .gc_stats import GCStatsHook
+
+__all__ = ['GCStatsHook']
