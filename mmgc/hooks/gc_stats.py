@@ -37,11 +37,14 @@ per-value scaling of a centralized gradient (``AdamGC`` / ``AdamWGC`` with ``gc_
 under ``GCOptimWrapper(gc_loc='grad')`` with an L2-decay optimizer (``Phi(g) + wd * w``), and of
 course without GC.
 
-The hook only reads: training is the same, to the bit, with and without it.
+The hook only reads: training is the same, to the bit, with and without it. It never stops
+training either: a parameter whose numbers cannot be computed (a tensor subclass whose
+reductions fail, say) is left out of them, with one warning naming it.
 """
 import re
+import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
@@ -148,6 +151,7 @@ class GCStatsHook(Hook):
         self._watched: List[Tuple[str, Tensor]] = []
         self._start_means: Dict[int, Tensor] = {}
         self._undo: List[Any] = []
+        self._left_out: set = set()
 
     # -- which weights -------------------------------------------------------------------------
     def _selected(self, optimizer: torch.optim.Optimizer) -> List[Tensor]:
@@ -163,6 +167,12 @@ class GCStatsHook(Hook):
                     chosen.append(p)
         return chosen
 
+    def _slice_means(self, name: str, p: Tensor) -> Optional[Tensor]:
+        if type(p) in (Tensor, torch.nn.Parameter):
+            return _slice_means(p)
+        return self._guarded(name, p, lambda: torch.tensor(_slice_means(p).tolist(),
+                                                            dtype=torch.float64))
+
     # -- the hook ------------------------------------------------------------------------------
     def before_train(self, runner: Any) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -177,7 +187,11 @@ class GCStatsHook(Hook):
                               for i, p in enumerate(params)]
             self._install(wrapper, params)
         with torch.no_grad():
-            self._start_means = {id(p): _slice_means(p) for _, p in self._watched}
+            self._start_means = {}
+            for name, p in self._watched:
+                means = self._slice_means(name, p)
+                if means is not None:
+                    self._start_means[id(p)] = means
         self._log_current_values(runner)
 
     def _log_current_values(self, runner: Any) -> None:
@@ -234,8 +248,28 @@ class GCStatsHook(Hook):
             return
         for name, p in named:
             grad = p.grad
-            if grad is not None and not grad.is_sparse:
+            if grad is None or grad.layout is not torch.strided:
+                continue
+            if type(grad) is Tensor:
                 self._grads.append((name, gradient_stats(grad)))
+                continue
+            stats = self._guarded(name, grad, lambda: {  # a subclass (DTensor, ...): as floats
+                key: torch.tensor(float(value), dtype=torch.float64)
+                for key, value in gradient_stats(grad).items()})
+            if stats is not None:
+                self._grads.append((name, stats))
+
+    def _guarded(self, name: str, tensor: Tensor, compute: Callable[[], Any]) -> Any:
+        """``compute()`` for a tensor subclass; where it fails, the parameter is left out of
+        the numbers, with one warning, and training goes on."""
+        try:
+            return compute()
+        except Exception as error:
+            if name not in self._left_out:
+                self._left_out.add(name)
+                warnings.warn(f'GCStatsHook: {name} ({type(tensor).__name__}) is left out of the '
+                              f'GC statistics: {type(error).__name__}: {error}')
+            return None
 
     @torch.no_grad()
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
@@ -248,10 +282,12 @@ class GCStatsHook(Hook):
         self._due, self._grads = False, None
         drifts = {}
         with torch.no_grad():
-            moved = [(name, (_slice_means(p) - self._start_means[id(p)]).abs().max())
-                     for name, p in self._watched
-                     if id(p) in self._start_means
-                     and self._start_means[id(p)].shape[0] == p.shape[0]]
+            moved = []
+            for name, p in self._watched:
+                start = self._start_means.get(id(p))
+                now = self._slice_means(name, p) if start is not None else None
+                if now is not None and now.shape == start.shape:
+                    moved.append((name, (now - start).abs().max()))
             if moved:
                 shifts = [m for _, m in moved]
                 if len({m.device for m in shifts}) > 1:  # (one transfer where they can share)

@@ -3,6 +3,7 @@ the weight-mean drift under GC and without, and training unchanged by it, for a 
 (fused kernels and plain path), GCOptimWrapper and a plain optimizer."""
 import json
 import uuid
+import warnings
 from pathlib import Path
 from typing import Dict, List
 
@@ -259,3 +260,50 @@ def test_conv_only_counts_conv_weights_only(tmp_path):
                           record=True)
     assert logged(runner, 'gc/grad_norm') == pytest.approx(
         [expected(grads[it], ['conv.weight'])['grad_norm'] for it in (1, 3, 5)], rel=1e-5)
+
+
+class Hostile(torch.Tensor):
+    """A parameter subclass whose reductions fail (as a sharded tensor's may)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.aminmax, torch.Tensor.aminmax, torch.Tensor.sum, torch.sum):
+            raise RuntimeError('no reductions on this tensor')
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_parameter_it_cannot_measure_is_left_out_with_one_warning(tmp_path):
+    """Training never stops for the hook: a parameter whose numbers cannot be computed is left
+    out with one warning; training gives the same weights as without the hook."""
+    def hostile_model():
+        model = ToyModel()
+        model.conv.weight = torch.nn.Parameter(model.conv.weight.detach().as_subclass(Hostile))
+        return model
+
+    results = []
+    for hook in (dict(type='GCStatsHook', interval=1, by_layer=True), None):
+        torch.manual_seed(0)
+        model = hostile_model()
+        runner = Runner(
+            model=model, work_dir=str(tmp_path / uuid.uuid4().hex),
+            experiment_name=uuid.uuid4().hex,
+            train_dataloader=dict(dataset=ToyDataset(16), batch_size=4, num_workers=0,
+                                  sampler=dict(type='DefaultSampler', shuffle=True),
+                                  collate_fn=dict(type='default_collate')),
+            train_cfg=dict(by_epoch=False, max_iters=3), optim_wrapper=OPTIMS['SGD'],
+            default_scope='mmengine', randomness=dict(seed=0),
+            default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None),
+            custom_hooks=[hook] if hook else None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            runner.train()
+        left_out = [w for w in caught if 'GCStatsHook: conv.weight (Hostile)' in str(w.message)]
+        assert len(left_out) == (1 if hook else 0)
+        if hook:
+            assert 'no reductions' in str(left_out[0].message)
+            assert logged(runner, 'gc/iter') == [1.0, 2.0, 3.0]
+            assert logged(runner, 'gc/fc.weight/weight_mean_drift')[-1] > 0
+            assert 'train/gc/conv.weight/weight_mean_drift' not in runner.message_hub.log_scalars
+        results.append({k: v.detach().as_subclass(torch.Tensor).clone()
+                        for k, v in runner.model.state_dict().items()})
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
