@@ -117,7 +117,10 @@ def _whole_slices_local(tensor: Tensor) -> Tensor:
             raise ValueError(
                 'Gradient Centralization needs every dim-0 slice of a DTensor whole on one rank '
                 f'(placements Shard(0) or Replicate); got placements {tuple(tensor.placements)} '
-                f'for a tensor of shape {tuple(tensor.shape)}')
+                f'for a tensor of shape {tuple(tensor.shape)}. FSDP2 (fully_shard) gives '
+                'Shard(0) unless its shard_placement_fn says otherwise; tensor parallelism that '
+                'splits the input dim (RowwiseParallel) cannot be centralized locally: leave '
+                'those weights out of GC (use_gc=False in their param group)')
     return tensor.to_local()
 
 

@@ -4,7 +4,8 @@
 #     without `custom_imports`;
 #   - the codebase is the one the config's default_scope names, imported only then: an
 #     mmpretrain config needs no mmdet, and a missing codebase is one error line;
-#   - `--launcher pytorch` without CUDA: the process group is initialized on gloo;
+#   - `--launcher pytorch` / `--launcher slurm` without CUDA: the process group is initialized
+#     on gloo (one error line where the launcher's environment is incomplete);
 #   - one error line, before the Runner is built, where the run cannot work: the codebase
 #     missing, a checkpoint that is missing, damaged or refused by torch's safe loading, a
 #     missing data root or annotation file, a bad --out.
@@ -25,9 +26,9 @@ from mmengine.evaluator import DumpResults  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmgc.utils import (RunCheckError, check_datasets, check_load_from,  # noqa: E402
-                        end_cpu_distributed, init_cpu_distributed, load_run_config,
-                        run_dataloaders)
+from mmgc.utils import (LauncherEnvError, RunCheckError, check_datasets,  # noqa: E402
+                        check_load_from, end_cpu_distributed, init_cpu_distributed,
+                        load_run_config, run_dataloaders)
 
 
 def parse_args():
@@ -77,7 +78,7 @@ def parse_args():
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
-        help='job launcher (pytorch without CUDA: gloo on the CPU)')
+        help='job launcher (pytorch or slurm without CUDA: gloo on the CPU)')
     parser.add_argument(
         '--tta', action='store_true',
         help='test-time augmentation: the config\'s tta_model / tta_pipeline, or, where it '
@@ -206,9 +207,12 @@ def main():
     except RunCheckError as error:
         fail(str(error))
 
-    # --launcher pytorch without CUDA: gloo, initialized before the Runner (which then skips
-    # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
-    init_cpu_distributed(cfg, args.launcher)
+    # --launcher pytorch / slurm without CUDA: gloo, initialized before the Runner (which then
+    # skips mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
+    try:
+        init_cpu_distributed(cfg, args.launcher)
+    except LauncherEnvError as error:
+        fail(str(error))
 
     # the Runner: mmengine's, or the one the config names (runner_type)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

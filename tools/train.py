@@ -6,7 +6,8 @@
 #     mmpretrain config needs no mmdet, and a missing codebase is one error line;
 #   - `--amp` for GC configs: OptimWrapper -> AmpOptimWrapper, GCOptimWrapper ->
 #     AmpGCOptimWrapper, and one clear error line where no CUDA/NPU/MLU/MUSA device exists;
-#   - `--launcher pytorch` without CUDA: the process group is initialized on gloo;
+#   - `--launcher pytorch` / `--launcher slurm` without CUDA: the process group is initialized
+#     on gloo (from torchrun's or srun's environment; one error line where it is incomplete);
 #   - one error line, before the Runner is built, where the run cannot work: the codebase
 #     missing, a checkpoint to resume from (or a model's pretrained checkpoint) that is missing,
 #     damaged or refused by torch's safe loading, a missing data root or annotation file, or another training running into the
@@ -25,10 +26,10 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmgc.utils import (RunCheckError, amp_device_available, amp_optim_wrapper,  # noqa: E402
-                        check_datasets, check_last_checkpoint, check_load_from, check_pretrained,
-                        end_cpu_distributed, init_cpu_distributed, load_run_config, lock_work_dir,
-                        run_dataloaders)
+from mmgc.utils import (LauncherEnvError, RunCheckError, amp_device_available,  # noqa: E402
+                        amp_optim_wrapper, check_datasets, check_last_checkpoint, check_load_from,
+                        check_pretrained, end_cpu_distributed, init_cpu_distributed,
+                        load_run_config, lock_work_dir, run_dataloaders)
 
 
 def parse_args():
@@ -78,7 +79,7 @@ def parse_args():
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
-        help='job launcher (pytorch without CUDA: gloo on the CPU)')
+        help='job launcher (pytorch or slurm without CUDA: gloo on the CPU)')
     # torch >= 2.0's `torch.distributed.launch` passes `--local-rank`, older ones `--local_rank`
     # (torchrun passes neither and sets LOCAL_RANK).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -172,9 +173,12 @@ def main():
         fail(str(error))
 
     with work_dir_lock:  # held until the run ends
-        # --launcher pytorch without CUDA: gloo, initialized before the Runner (which then skips
-        # mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path (nccl).
-        init_cpu_distributed(cfg, args.launcher)
+        # --launcher pytorch / slurm without CUDA: gloo, initialized before the Runner (which
+        # then skips mmengine's CUDA-only init). With CUDA this does nothing: mmengine's path.
+        try:
+            init_cpu_distributed(cfg, args.launcher)
+        except LauncherEnvError as error:
+            fail(str(error))
 
         # the Runner: mmengine's, or the one the config names (runner_type)
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

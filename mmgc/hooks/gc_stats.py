@@ -53,6 +53,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 from torch import Tensor
 
+from mmgc.dist import fsdp_flattened
 from mmgc.gc import gc_applies
 from mmgc.optim.optim_wrapper import GCWrapperMixin
 
@@ -165,6 +166,11 @@ class GCStatsHook(Hook):
                 if id(p) not in seen and isinstance(p, Tensor) and gc_applies(p, conv_only):
                     seen.add(id(p))
                     chosen.append(p)
+                elif fsdp_flattened(p) and p.dim() == 1 and '<fsdp shards>' not in self._left_out:
+                    self._left_out.add('<fsdp shards>')
+                    warnings.warn('GCStatsHook: the weights FSDP flattened into 1-D shards are '
+                                  'left out of the numbers (GC itself centralizes them, see '
+                                  'mmgc.dist.fsdp); FSDP2 (fully_shard) keeps them measurable')
         return chosen
 
     def _slice_means(self, name: str, p: Tensor) -> Optional[Tensor]:

@@ -44,6 +44,8 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from mmgc.dist.fsdp import fsdp_flattened
+
 __all__ = ['cpu_kernels', 'fused_groups', 'fused_kernels', 'kernel_tensor', 'kernels_for',
            'triton_kernels']
 
@@ -249,7 +251,8 @@ def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
     memory of their own) and take the whole group or leave it all to the plain path."""
     if not _state['enabled']:
         return
-    for group in optimizer.param_groups:
+    built = optimizer.__dict__.get('_gc_built')  # (what mmgc.dist.partitions recorded)
+    for index, group in enumerate(optimizer.param_groups):
         lr = group['lr']
         if (not group.get('use_gc', True) or group.get('differentiable')
                 or group.get('capturable') or group.get('amsgrad')
@@ -257,6 +260,10 @@ def fused_groups(optimizer: Any) -> Iterator[Tuple[Any, dict, List[Tensor]]]:
             continue
         params = [p for p in group['params'] if p.grad is not None]
         if not params:
+            continue
+        # FSDP's flat shards: their rows may span ranks (mmgc.dist.fsdp), not for the kernels
+        if (built.holds_flat_shards(index, group['params']) if built is not None
+                else any(map(fsdp_flattened, group['params']))):
             continue
         kernels = kernels_for(params[0].device)
         if kernels is None:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from mmgc.dist import BuiltGroups, FlatJob, FlatUpdate, centralize_flat_, flat_shard
 from mmgc.gc import centralize_, centralized_update
 
 from .options import (GC_DEFAULTS, GC_LOCS, adopt_loaded_gc_options, check_hyperparameters,
@@ -25,19 +26,37 @@ def gc_step(param_groups: Iterable[dict],
     Per param group (its own GC keys first, then ``defaults``): ``gc_loc='grad'`` centralizes
     the gradients before the step, so that ``grad + decay_of(group) * param`` is centralized;
     ``gc_loc='update'`` centralizes the change the step makes to the parameters.
+
+    Parameters FSDP flattened (``mmgc.dist.fsdp``) are centralized over their whole rows, with
+    one all-reduce of row sums per process group: every rank must take the step.
     """
+    flat_grads: List[FlatJob] = []
+    flat_updates: List[FlatJob] = []
     with ExitStack() as stack:
         for group in param_groups:
             if not group.get('use_gc', defaults['use_gc']):
                 continue
             conv_only = group.get('gc_conv_only', defaults['gc_conv_only'])
-            params = [p for p in group['params'] if p.grad is not None]
-            if group.get('gc_loc', defaults['gc_loc']) == 'update':
+            update = group.get('gc_loc', defaults['gc_loc']) == 'update'
+            decay = decay_of(group) if decay_of is not None and not update else 0.0
+            params = []
+            for p in group['params']:
+                shard = flat_shard(p)
+                if shard is not None:  # (every rank lists it, with or without a gradient)
+                    job = FlatJob(None if update else p.grad, p, shard, decay, conv_only)
+                    (flat_updates if update else flat_grads).append(job)
+                elif p.grad is not None:
+                    params.append(p)
+            if update:
                 stack.enter_context(centralized_update(params, conv_only))
             else:
-                decay = decay_of(group) if decay_of is not None else 0.0
                 centralize_([p.grad for p in params], conv_only, params=params, decay=decay)
+        if flat_grads:
+            centralize_flat_(flat_grads)
+        flat_update = FlatUpdate(flat_updates) if flat_updates else None
         yield
+        if flat_update is not None:
+            flat_update.after()
 
 
 class GCOptimizer:
@@ -103,6 +122,9 @@ class GCOptimizer:
                 raise ValueError(f'{owner}: differentiable=True needs use_gc=False (GC changes '
                                  'the gradients in place, outside autograd)')
         super().add_param_group(param_group)  # type: ignore[misc]
+        # What the group holds now, to refuse an engine's flat partitions at the first step.
+        self.__dict__.setdefault('_gc_built', BuiltGroups()).record(
+            self.param_groups[-1])  # type: ignore[attr-defined]
 
     def __setstate__(self, state: dict) -> None:
         # Called by load_state_dict with the loaded groups while self.param_groups still holds
@@ -140,6 +162,10 @@ class GCOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        built = self.__dict__.get('_gc_built')  # (absent in a copy or an unpickled optimizer)
+        if built is not None:
+            built.check(type(self).__name__, self.param_groups,  # type: ignore[attr-defined]
+                        self.defaults['use_gc'])  # type: ignore[attr-defined]
         handled = self._fused_step()
         # Parameters without a gradient are skipped by GC and by every torch step: hiding the
         # gradients of those the fused kernels stepped leaves the rest to the plain path.

@@ -5,6 +5,8 @@ from typing import Any, Iterator, List
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
+from mmgc.dist import BuiltGroups
+
 from .base import GC_DEFAULTS, gc_step, is_gc_optimizer
 from .options import adopt_loaded_gc_options, normalize_gc_options, refuse_misspelled_gc_options
 
@@ -28,6 +30,9 @@ class GCWrapperMixin:
             where = f'{owner} param group {index}'
             refuse_misspelled_gc_options(where, group)
             group.update({**self.gc_defaults, **normalize_gc_options(where, group)})
+        self._gc_built = BuiltGroups()
+        for group in self.optimizer.param_groups:
+            self._gc_built.record(group)
 
     def _configured_groups(self) -> List[dict]:
         return [{key: group[key] for key in GC_DEFAULTS if key in group}
@@ -44,6 +49,8 @@ class GCWrapperMixin:
     @contextmanager
     def gc_context(self) -> Iterator[None]:
         """GC around the inner optimizer's step (param groups' own GC keys first)."""
+        self._gc_built.check(type(self).__name__, self.optimizer.param_groups,
+                             self.gc_defaults['use_gc'])
         with gc_step(self.optimizer.param_groups, self.gc_defaults):
             yield
 

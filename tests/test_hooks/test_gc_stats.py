@@ -307,3 +307,19 @@ def test_a_parameter_it_cannot_measure_is_left_out_with_one_warning(tmp_path):
         results.append({k: v.detach().as_subclass(torch.Tensor).clone()
                         for k, v in runner.model.state_dict().items()})
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_fsdp_flat_shards_are_named_as_left_out():
+    """Weights FSDP flattened into 1-D shards cannot be measured per row here: one warning says
+    so (GC itself still centralizes them); the 2-D weights are still chosen."""
+    weight = torch.nn.Parameter(torch.randn(3, 4))
+    flat = torch.nn.Parameter(torch.randn(10))
+    flat._fsdp_flattened = True
+    optimizer = torch.optim.SGD([weight, flat], lr=0.1)
+    hook = GCStatsHook()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert hook._selected(optimizer) == [weight]
+        assert hook._selected(optimizer) == [weight]
+    messages = [str(w.message) for w in caught if 'GCStatsHook' in str(w.message)]
+    assert len(messages) == 1 and 'FSDP flattened into 1-D shards' in messages[0]

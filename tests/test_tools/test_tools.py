@@ -62,8 +62,13 @@ class MmgcTestDumpWeightsHook(Hook):
                  parameters=[name for name, _ in model.named_parameters()],
                  rank=rank, world_size=world_size, wrapper=type(runner.model).__name__,
                  backend=(torch.distributed.get_backend()
-                          if torch.distributed.is_initialized() else None)),
+                          if torch.distributed.is_initialized() else None),
+                 **self.extra(runner)),
             os.path.join(runner.work_dir, f'weights_rank{rank}.pth'))
+
+    def extra(self, runner) -> dict:
+        """More to save, for subclasses."""
+        return {}
 
 
 # --- helpers ------------------------------------------------------------------------------------
