@@ -32,6 +32,8 @@ OPTIMS = {
     'AdamWGC-update': dict(optimizer=dict(type='AdamWGC', lr=0.01, weight_decay=0.1,
                                           gc_loc='update')),
     'AdamWGC-grad': dict(optimizer=dict(type='AdamWGC', lr=0.01, weight_decay=0.1)),
+    # a step every 2 iterations: the gradients summed over both (the second backward's record)
+    'SGDGC-accumulate': dict(optimizer=dict(type='SGDGC', **SGD), accumulative_counts=2),
 }
 ITERS = 6
 
@@ -113,7 +115,8 @@ def expected(grads: Dict[str, torch.Tensor], names) -> Dict[str, float]:
 WEIGHTS = ('conv.weight', 'fc.weight')  # what GC applies to in the toy model
 
 
-@pytest.mark.parametrize('optim', ['SGD', 'SGDGC', 'SGDGC-plain', 'GCOptimWrapper'])
+@pytest.mark.parametrize('optim', ['SGD', 'SGDGC', 'SGDGC-plain', 'GCOptimWrapper',
+                                   'SGDGC-accumulate'])
 def test_numbers_against_a_direct_computation(tmp_path, optim):
     runner, grads = train(tmp_path, optim, dict(type='GCStatsHook', interval=2, by_layer=True),
                           record=True)
@@ -323,3 +326,14 @@ def test_fsdp_flat_shards_are_named_as_left_out():
         assert hook._selected(optimizer) == [weight]
     messages = [str(w.message) for w in caught if 'GCStatsHook' in str(w.message)]
     assert len(messages) == 1 and 'FSDP flattened into 1-D shards' in messages[0]
+
+
+def test_accumulation_measures_at_the_next_real_step(tmp_path):
+    """accumulative_counts=2, interval 3: iteration 3 takes no step, so the hook measures at
+    the next one that does (4), on the gradients summed over iterations 3 and 4; then at 6."""
+    runner, grads = train(tmp_path, 'SGDGC-accumulate', dict(type='GCStatsHook', interval=3),
+                          record=True)
+    assert logged(runner, 'gc/iter') == [4.0, 6.0]
+    for key in ('grad_norm', 'grad_norm_gc', 'mean_energy'):
+        want = [expected(grads[it], WEIGHTS)[key] for it in (3, 5)]
+        assert logged(runner, f'gc/{key}') == pytest.approx(want, rel=1e-5)
