@@ -8,7 +8,7 @@ so GC cannot find the rows; without this check every weight would be stepped wit
 :class:`BuiltGroups` records what each group held when the optimizer was built and refuses, at the
 first step, a group that held conv / fc weights and now holds only tensors that are not.
 """
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence
 
 from torch import Tensor
 
@@ -28,21 +28,24 @@ class BuiltGroups:
     """The ``params`` list and the number of conv / fc weights of every param group, as built."""
 
     def __init__(self) -> None:
-        # (the group's own params list, kept alive so that its id stays its own; weight count;
-        # whether FSDP flattened any of them)
-        self._groups: List[Tuple[list, int, bool]] = []
+        # [the group's own params list, kept alive so that its id stays its own; weight count;
+        # whether FSDP flattened any of them, first asked at a step (an optimizer may be built
+        # before FSDP wraps the model with use_orig_params=True, which keeps the parameters)]
+        self._groups: List[list] = []
 
     def record(self, group: dict) -> None:
         params = group['params']
-        self._groups.append((params, _weights(params), any(map(fsdp_flattened, params))))
+        self._groups.append([params, _weights(params), None])
 
     def holds_flat_shards(self, index: int, params: list) -> bool:
-        """Whether ``params`` (group ``index``'s) holds tensors FSDP flattened: as recorded for
-        the list the group was built with, looked at again for any other."""
+        """Whether ``params`` (group ``index``'s) holds tensors FSDP flattened; for the list the
+        group was built with, looked at once (at the first step) and remembered."""
         built = self._built(index)
-        if built is not None and params is built[0]:
-            return built[2]
-        return any(map(fsdp_flattened, params))
+        if built is None or params is not built[0]:
+            return any(map(fsdp_flattened, params))
+        if built[2] is None:
+            built[2] = any(map(fsdp_flattened, params))
+        return built[2]
 
     def check(self, owner: str, param_groups: Sequence[dict], use_gc: bool) -> None:
         """Raises ``RuntimeError`` for a GC group whose weights were replaced by 1-D partitions.
@@ -67,5 +70,5 @@ class BuiltGroups:
                     'FSDPStrategy), FSDP2 (fully_shard) or ZeroRedundancyOptimizer '
                     "(optimizer_type='SGDGC', ...) instead; see README, Scaling out.")
 
-    def _built(self, index: int) -> Optional[Tuple[list, int, bool]]:
+    def _built(self, index: int) -> Optional[list]:
         return self._groups[index] if index < len(self._groups) else None

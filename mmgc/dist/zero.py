@@ -30,7 +30,10 @@ def local_optimizer_class(optimizer_type: Union[str, type]) -> type:
         ValueError: a name no registry knows, or something that is not an optimizer class.
     """
     if isinstance(optimizer_type, str):
-        found = OPTIMIZERS.get(optimizer_type)
+        try:
+            found = OPTIMIZERS.get(optimizer_type)
+        except Exception:  # (the registry raises on malformed names: '', '.', 'scope.')
+            found = None
         if found is None:
             raise ValueError(
                 f'ZeroRedundancyOptimizer: optimizer_type={optimizer_type!r} is not a registered '

@@ -20,7 +20,8 @@ __all__ = ['GC_DEFAULTS', 'GC_LOCS', 'GCOptimizer', 'gc_step', 'is_gc_optimizer'
 @contextmanager
 def gc_step(param_groups: Iterable[dict],
             defaults: Dict[str, Any],
-            decay_of: Optional[Callable[[dict], float]] = None) -> Iterator[None]:
+            decay_of: Optional[Callable[[dict], float]] = None,
+            built: Optional[BuiltGroups] = None) -> Iterator[None]:
     """Applies GC to one optimizer step run inside the ``with`` body.
 
     Per param group (its own GC keys first, then ``defaults``): ``gc_loc='grad'`` centralizes
@@ -28,25 +29,29 @@ def gc_step(param_groups: Iterable[dict],
     ``gc_loc='update'`` centralizes the change the step makes to the parameters.
 
     Parameters FSDP flattened (``mmgc.dist.fsdp``) are centralized over their whole rows, with
-    one all-reduce of row sums per process group: every rank must take the step.
+    one all-reduce of row sums per process group: every rank must take the step. ``built`` (the
+    optimizer's record of its groups) spares the groups without any the look at each parameter.
     """
     flat_grads: List[FlatJob] = []
     flat_updates: List[FlatJob] = []
     with ExitStack() as stack:
-        for group in param_groups:
+        for index, group in enumerate(param_groups):
             if not group.get('use_gc', defaults['use_gc']):
                 continue
             conv_only = group.get('gc_conv_only', defaults['gc_conv_only'])
             update = group.get('gc_loc', defaults['gc_loc']) == 'update'
             decay = decay_of(group) if decay_of is not None and not update else 0.0
-            params = []
-            for p in group['params']:
-                shard = flat_shard(p)
-                if shard is not None:  # (every rank lists it, with or without a gradient)
-                    job = FlatJob(None if update else p.grad, p, shard, decay, conv_only)
-                    (flat_updates if update else flat_grads).append(job)
-                elif p.grad is not None:
-                    params.append(p)
+            if built is not None and not built.holds_flat_shards(index, group['params']):
+                params = [p for p in group['params'] if p.grad is not None]
+            else:
+                params = []
+                for p in group['params']:
+                    shard = flat_shard(p)
+                    if shard is not None:  # (every rank lists it, with or without a gradient)
+                        job = FlatJob(None if update else p.grad, p, shard, decay, conv_only)
+                        (flat_updates if update else flat_grads).append(job)
+                    elif p.grad is not None:
+                        params.append(p)
             if update:
                 stack.enter_context(centralized_update(params, conv_only))
             else:
@@ -178,7 +183,8 @@ class GCOptimizer:
         for p, _ in hidden:
             p.grad = None
         try:
-            with gc_step(self.param_groups, self.defaults, self._gc_decay):  # type: ignore
+            with gc_step(self.param_groups, self.defaults, self._gc_decay,  # type: ignore
+                         self.__dict__.get('_gc_built')):
                 self._torch_step()
         finally:
             for p, grad in hidden:

@@ -51,7 +51,7 @@ class GCWrapperMixin:
         """GC around the inner optimizer's step (param groups' own GC keys first)."""
         self._gc_built.check(type(self).__name__, self.optimizer.param_groups,
                              self.gc_defaults['use_gc'])
-        with gc_step(self.optimizer.param_groups, self.gc_defaults):
+        with gc_step(self.optimizer.param_groups, self.gc_defaults, built=self._gc_built):
             yield
 
 

@@ -28,6 +28,7 @@ LAYOUTS = {
     'use_orig_params': (True, 'FULL_SHARD', tuple(CONFIGS)),
     'flat_params': (False, 'FULL_SHARD', tuple(CONFIGS)),
     'shard_grad_op': (True, 'SHARD_GRAD_OP', ('SGDGC', 'AdamWGC-update')),
+    'optimizer_built_first': (True, 'FULL_SHARD', ('SGDGC', 'GCOptimWrapper-SGD')),
     'no_shard-use_orig_params': (True, 'NO_SHARD', ('SGDGC', 'AdamWGC-update')),
     'no_shard-flat_params': (False, 'NO_SHARD', ('SGDGC', 'AdamWGC-update')),
 }
@@ -108,10 +109,12 @@ def worker(rank: int, port: int, out: str) -> None:
                        sharding_strategy=getattr(ShardingStrategy, strategy))
         for name in names:
             model = make_model()
+            # (use_orig_params=True keeps the parameters: an optimizer may be built first)
+            early = make_step(name, model) if layout == 'optimizer_built_first' else None
             model[2] = FSDP(model[2], **options)
             model = FSDP(model, **options)
             local = {n: tuple(p.shape) for n, p in model.named_parameters()}
-            train(model, make_step(name, model), rank, WORLD)
+            train(model, early or make_step(name, model), rank, WORLD)
             with FSDP.summon_full_params(model, writeback=False):
                 weights = {n.replace('_fsdp_wrapped_module.', ''): p.detach().clone()
                            for n, p in model.named_parameters()}
@@ -142,7 +145,7 @@ def test_fsdp1_flat_shards_equal_a_single_process(fsdp_results, layout, name):
     NO_SHARD keeps every weight whole on every rank: nothing to add up."""
     pieces = [r[layout, name]['local'].get('_fsdp_wrapped_module.0.weight')
               for r in fsdp_results]
-    if layout in ('use_orig_params', 'shard_grad_op'):  # the conv's split inside a row of 27
+    if layout in ('use_orig_params', 'shard_grad_op', 'optimizer_built_first'):  # (row of 27)
         assert len(pieces[0]) == 1 and pieces[0][0] + pieces[1][0] == 135 and pieces[0][0] % 27
     elif layout == 'no_shard-use_orig_params':
         assert pieces == [(5, 3, 3, 3)] * 2

@@ -78,10 +78,11 @@ def test_zero_name_resolves_to_mmgc_under_every_scope(scope):
     assert local_optimizer_class(mmgc.AdamWGC) is mmgc.AdamWGC
 
 
-@pytest.mark.parametrize('bad', ['SGDGc', 'ZeroRedundancyOptimizer', 42, torch.nn.Linear])
+@pytest.mark.parametrize('bad', ['SGDGc', '', '.', 'mmgc.', 'nosuchscope.SGD',
+                                 'ZeroRedundancyOptimizer', 42, torch.nn.Linear])
 def test_zero_refuses_what_is_not_an_optimizer(bad):
-    """A misspelled name, ZeRO itself, a number or a module class: one ValueError, before any
-    process group is needed."""
+    """A misspelled or malformed name, ZeRO itself, a number or a module class: one ValueError,
+    before any process group is needed."""
     with pytest.raises(ValueError, match='ZeroRedundancyOptimizer: optimizer_type'):
         mmgc.ZeroRedundancyOptimizer(make_model().parameters(), optimizer_type=bad, lr=0.1)
 
