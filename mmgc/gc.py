@@ -32,6 +32,7 @@ Example::
     >>> grads = [p.grad for p in model.parameters() if p.grad is not None]
     >>> centralize_(grads)                       # every conv / fc slice now sums to zero
 """
+import math
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence
 
@@ -47,9 +48,13 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def gc_applies(tensor: Tensor, conv_only: bool = False) -> bool:
     """Whether GC centralizes ``tensor``: conv / fc weights with more than one value per slice."""
-    min_ndim = 4 if conv_only else 2
-    return (tensor.dim() >= min_ndim and tensor.numel() > 0
-            and tensor.numel() > tensor.shape[0])
+    return shape_applies(tensor.shape, conv_only)
+
+
+def shape_applies(shape: Sequence[int], conv_only: bool = False) -> bool:
+    """:func:`gc_applies` for a weight of this shape (one FSDP holds flattened, say)."""
+    numel = math.prod(shape)
+    return len(shape) >= (4 if conv_only else 2) and numel > 0 and numel > shape[0]
 
 
 def _mean_dims(tensor: Tensor) -> tuple:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['FlatShard', 'Segment', 'FlatJob', 'centralize_flat_', 'flat_shard',
+__all__ = ['FlatShard', 'Segment', 'FlatJob', 'FlatUpdate', 'centralize_flat_', 'flat_shard',
            'fsdp_flattened', 'reduced_row_sums', 'subtract_row_means_', 'row_sums_']
 
 
@@ -163,11 +163,6 @@ def flat_shard(param: Tensor) -> Optional[FlatShard]:
     return layout
 
 
-def _applies(shape: torch.Size, conv_only: bool) -> bool:
-    numel = math.prod(shape)
-    return (len(shape) >= (4 if conv_only else 2) and numel > 0 and numel > shape[0])
-
-
 def row_sums_(out: Tensor, values: Tensor, start: int, row: int, alpha: float = 1.0) -> None:
     """Adds to ``out[r]`` ``alpha`` times the sum of the values of row ``r`` that the 1-D
     ``values`` hold, where ``values[0]`` is entry ``start`` of a row-major flattening with rows
@@ -214,8 +209,9 @@ def subtract_row_means_(values: Tensor, means: Tensor, start: int, row: int) -> 
 
 def _weights(jobs: Sequence[FlatJob]) -> List[Tuple[FlatJob, Segment]]:
     """The (job, segment) pairs GC centralizes, in an order every rank shares."""
+    from mmgc.gc import shape_applies  # (mmgc.gc imports mmgc.ops, which imports this module)
     return [(job, segment) for job in jobs for segment in job.shard.segments
-            if _applies(segment.shape, job.conv_only)]
+            if shape_applies(segment.shape, job.conv_only)]
 
 
 def _local_sums(pairs: List[Tuple[FlatJob, Segment]], device: torch.device,
